@@ -1,0 +1,14 @@
+"""keras_vc: Keras 3 classifier heads whose confidence means something.
+
+Submodules: ``layers``, ``losses``, ``metrics``, ``scores``, ``calibration``, ``data``.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"
+
+from keras_vc import calibration  # noqa: E402
+from keras_vc import metrics  # noqa: E402
+from keras_vc import scores  # noqa: E402

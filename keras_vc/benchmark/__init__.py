@@ -1,0 +1,1 @@
+"""The ``keras-vc`` command: benchmarks of every method against a softmax baseline."""

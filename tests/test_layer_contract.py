@@ -1,0 +1,60 @@
+"""Every public layer passes the shared layer contract (tests/layer_contract.py)."""
+
+import keras
+import pytest
+
+from layer_contract import LayerCase
+from layer_contract import check_config
+from layer_contract import check_layer_contract
+from layer_contract import check_mixed_precision
+
+CASES = [
+    LayerCase(
+        name="dense_softmax_output",
+        make_layer=lambda: keras.layers.Dense(3, dtype="float32"),
+        input_shape=(5,),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_layer_contract(case, tmp_path):
+    check_layer_contract(case, tmp_path)
+
+
+class DropsArgumentInConfig(keras.layers.Layer):
+    """A broken layer: `scale` changes the output but is missing from get_config."""
+
+    def __init__(self, units, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.scale = scale
+        self.dense = keras.layers.Dense(units, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.scale * self.dense(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class HalfPrecisionOutput(keras.layers.Dense):
+    """A broken output layer: under mixed precision its logits come out in float16."""
+
+
+def test_contract_catches_a_dropped_config_argument():
+    case = LayerCase("broken_config", lambda: DropsArgumentInConfig(3, scale=5.0), (5,))
+    with pytest.raises(AssertionError, match="lacks \\['scale'\\]"):
+        check_config(case)
+
+
+def test_contract_catches_half_precision_logits():
+    case = LayerCase("broken_dtype", lambda: HalfPrecisionOutput(3), (5,))
+    with pytest.raises(AssertionError, match="expected float32"):
+        check_mixed_precision(case)
