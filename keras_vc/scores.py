@@ -88,3 +88,19 @@ def get(name):
     if name not in SCORES:
         raise ValueError(f"Unknown OOD score {name!r}; expected one of {sorted(SCORES)}.")
     return SCORES[name]
+
+
+def recommended(model_or_layer):
+    """The recommended OOD score of a classifier: ``(name, fn(outputs) -> scores)``.
+
+    A head that defines ``recommended_ood_score`` and ``ood_score(outputs)`` (``DistanceLogits``,
+    ``VariationalSoftmax``) chooses its own; any other output (a plain ``Dense``) gets the maximum
+    softmax probability.
+    """
+    layer = model_or_layer
+    layers = getattr(model_or_layer, "layers", None)
+    if layers:
+        layer = layers[-1]
+    if hasattr(layer, "ood_score") and hasattr(layer, "recommended_ood_score"):
+        return layer.recommended_ood_score, layer.ood_score
+    return "max_probability", max_probability

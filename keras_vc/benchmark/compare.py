@@ -54,12 +54,13 @@ def _predict_logits(model, x):
     return np.asarray(model.predict(x, batch_size=512, verbose=0), dtype=np.float64)
 
 
-def run_one(dataset_name, split, method, seed, protocol):
+def run_one(dataset_name, split, method, seed, protocol, context):
     """Trains one method on one seed and returns its raw figures and test probabilities."""
     keras.utils.set_random_seed(seed)
     backbone = backbones.for_dataset(dataset_name)()
     start = time.perf_counter()
-    model = method.train(backbone, split, protocol, seed)
+    model = method.train(backbone, split, protocol, seed, context)
+    context[method.name] = model
     train_seconds = time.perf_counter() - start
     val_logits = _predict_logits(model, split.x_val)
     test_logits = _predict_logits(model, split.x_test)
@@ -111,9 +112,10 @@ def run_compare(dataset_names, method_names, seeds, protocol, out_dir, log=print
         for seed in seeds:
             split = DATASETS[dataset_name](seed)
             sizes = split.sizes()
+            context = {}
             for name in method_names:
                 figures, probs = run_one(dataset_name, split, methods_lib.METHODS[name], seed,
-                                         protocol)
+                                         protocol, context)
                 runs.append({"method": name, "seed": seed, "figures": figures})
                 if seed == seeds[0]:
                     first_seed_probs[name] = (split.y_test, probs)
