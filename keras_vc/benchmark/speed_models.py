@@ -19,11 +19,13 @@ class Backbone:
         features: the tensor the output layer reads, shape ``(batch, feature_dim)``.
         hidden: hidden activations, first to last (the three stage outputs of the ResNet; empty
             for a bare feature input).
+        hidden_names: the names of the layers that output ``hidden``.
     """
 
     inputs: object
     features: object
     hidden: tuple = ()
+    hidden_names: tuple = ()
 
 
 class FeatureScale(keras.layers.Layer):
@@ -73,7 +75,7 @@ def _basic_block(x, filters, stride, name):
                                        name=f"{name}_projection")(shortcut)
         shortcut = keras.layers.BatchNormalization(name=f"{name}_projection_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out")(y)
+    return keras.layers.ReLU(name=f"{name}_out")(y), f"{name}_out"
 
 
 def small_resnet(input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=1):
@@ -90,17 +92,19 @@ def small_resnet(input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=
 
     Returns:
         A :class:`Backbone`: ``features`` is the pooled output of the last stage (``widths[-1]``
-        values); ``hidden`` holds the output of every stage.
+        values); ``hidden`` holds the output of every stage, ``hidden_names`` their layers.
     """
     inputs = keras.Input(tuple(input_shape), name="images")
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    hidden = []
+    hidden, hidden_names = [], []
     for stage, filters in enumerate(widths):
         for block in range(blocks_per_stage):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, filters, stride, name=f"stage_{stage + 1}_block_{block + 1}")
+            x, name = _basic_block(x, filters, stride, name=f"stage_{stage + 1}_block_{block + 1}")
         hidden.append(x)
+        hidden_names.append(name)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return Backbone(inputs=inputs, features=features, hidden=tuple(hidden))
+    return Backbone(inputs=inputs, features=features, hidden=tuple(hidden),
+                    hidden_names=tuple(hidden_names))
