@@ -212,6 +212,9 @@ def test_api_errors():
     for field, value in bad_settings.items():
         with pytest.raises(ValueError, match=f"`{field}"):
             speed.validate_settings(speed.Settings(**{field: value}))
+    with pytest.raises(ValueError, match="must start with the baseline"):
+        speed.measure_configuration("head", {"batch": 2, "features": 2, "classes": 2},
+                                    [STAND_INS[0]], speed.QUICK)
     with pytest.raises(ValueError, match="nothing to measure"):
         speed.validate_settings(speed.Settings(head_sizes=(), model_batches=()))
 

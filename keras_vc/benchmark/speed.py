@@ -403,8 +403,11 @@ def memory_method():
                            f" (on a CPU set {BFC_VARIABLE}=1 before TensorFlow first allocates;"
                            f" `keras-vc speed` does)")
         allocator = " (BFC allocator)" if device == "CPU:0" else ""
+        caveat = (" (BFC charges an allocation for the whole free chunk it takes when the rest"
+                  " is too small to split, up to twice the request: figures are upper bounds)"
+                  if device == "CPU:0" else "")
         return True, (f"TensorFlow allocator on {device}{allocator}: peak bytes in use during "
-                      "one step minus the bytes in use before it")
+                      f"one step minus the bytes in use before it{caveat}")
     if backend == "jax":
         return True, ("XLA's planned temporary buffers of the compiled step "
                       "(jax Compiled.memory_analysis().temp_size_in_bytes)")
@@ -556,6 +559,8 @@ def measure_configuration(scope, config, variants, settings, log=print):
         has ``status`` "ok" (with ``step_ms``, ``ratio``, ``memory``, ``compile_seconds``,
         ``xla``, ``loss``), "not applicable", "not available" or "failed" (with ``reason``).
     """
+    if not variants or variants[0].name != BASELINE:
+        raise ValueError(f"`variants` must start with the baseline {BASELINE!r}.")
     label = _config_label(scope, config)
     x, y = _data(scope, config, settings.seed)
     entries, runners = {}, []
@@ -790,6 +795,12 @@ def run_speed(variant_names=None, settings=Settings(), scopes=SCOPES, out_dir=No
 # Reporting
 
 
+def _duration(milliseconds):
+    if milliseconds >= 1000:
+        return f"{milliseconds / 1000:.2f} s"
+    return f"{milliseconds:.3g} ms"
+
+
 def _bytes(value):
     if value is None:
         return "n/a"
@@ -802,8 +813,7 @@ def _time_cell(entry, is_baseline):
     if entry["status"] != "ok":
         return entry["status"]
     if is_baseline:
-        step = entry["step_ms"]
-        return f"1.00 ({step['median']:.3g} ms)"
+        return f"1.00 ({_duration(entry['step_ms']['median'])})"
     ratio = entry["ratio"]
     return f"{ratio['median']:.2f} [{ratio['q25']:.2f}, {ratio['q75']:.2f}]"
 
@@ -857,6 +867,12 @@ def format_markdown(report):
     if fallbacks:
         lines += ["", "Timed with train_on_batch instead (the jitted train_step could not be "
                       "used): " + ", ".join(fallbacks) + "."]
+    no_xla = sorted({f"{name} ({_config_label(r['scope'], r['config'])})"
+                     for r in report["results"] for name, e in r["variants"].items()
+                     if e.get("status") == "ok" and not e["xla"]})
+    if no_xla:
+        lines += ["", "Keras turned XLA off (a layer does not support it) for: "
+                  + ", ".join(no_xla) + "."]
     widths = "-".join(str(w) for w in settings["model_widths"])
     titles = {"head": "Head alone (features -> head -> loss, forward and backward)",
               "model": f"Full model (ResNet with stages of {widths} filters, on "
