@@ -8,11 +8,26 @@ from layer_contract import check_config
 from layer_contract import check_layer_contract
 from layer_contract import check_mixed_precision
 
+from keras_vc.layers import DistanceLogits
+from keras_vc.losses import EntropicCrossEntropy
+
 CASES = [
     LayerCase(
         name="dense_softmax_output",
         make_layer=lambda: keras.layers.Dense(3, dtype="float32"),
         input_shape=(5,),
+    ),
+    LayerCase(
+        name="distance_logits_dismax",
+        make_layer=lambda: DistanceLogits(3, mode="dismax"),
+        input_shape=(5,),
+        make_loss=EntropicCrossEntropy,
+    ),
+    LayerCase(
+        name="distance_logits_isomax_plus",
+        make_layer=lambda: DistanceLogits(3, mode="isomax_plus", entropic_scale=1.0),
+        input_shape=(5,),
+        make_loss=lambda: EntropicCrossEntropy(entropic_scale=10.0),
     ),
 ]
 
