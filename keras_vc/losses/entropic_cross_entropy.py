@@ -23,10 +23,11 @@ def _eager_values(x):
 class EntropicCrossEntropy(keras.losses.Loss):
     """Cross-entropy of ``softmax(entropic_scale * logits)``, the IsoMax+ / DisMax loss.
 
-    Per example, ``-sum_k t_k log softmax(entropic_scale * logits)_k``, computed with a
-    log-softmax. The reference code takes ``log`` of a separately computed softmax, which gives
-    ``-inf`` once ``entropic_scale * |distance_scale| * (distance gap)`` exceeds about 88 in
-    float32; the log-softmax is the same function without the overflow.
+    Per example, ``-sum_k t_k log softmax(entropic_scale * logits)_k``, computed by the backend's
+    fused softmax cross-entropy from logits (a log-softmax). The reference code takes ``log`` of
+    a separately computed softmax, which gives ``-inf`` once
+    ``entropic_scale * |distance_scale| * (distance gap)`` exceeds about 88 in float32; the
+    log-softmax is the same function without the overflow.
 
     **Scale.** :class:`keras_vc.layers.DistanceLogits` already multiplies its output by its own
     ``entropic_scale`` (10), so the default here is 1: ``DistanceLogits()`` with
@@ -89,37 +90,37 @@ class EntropicCrossEntropy(keras.losses.Loss):
                 f"`y_pred` must be logits of shape (..., K) with a known K >= 2, got shape "
                 f"{tuple(y_pred.shape)}."
             )
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32") * self.entropic_scale, axis=-1)
+        logits = ops.cast(y_pred, "float32") * self.entropic_scale
         true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
         if true_rank == pred_rank and y_true.shape[-1] == 1:
             y_true = ops.squeeze(y_true, axis=-1)
             true_rank -= 1
         if true_rank == pred_rank - 1:
-            return self._sparse(y_true, log_probs, num_classes)
+            return self._sparse(y_true, logits, num_classes)
         if true_rank == pred_rank and y_true.shape[-1] in (num_classes, None):
-            return self._dense(y_true, log_probs, num_classes)
+            return self._dense(y_true, logits, num_classes)
         raise ValueError(
             f"`y_true` must hold class ids of shape {tuple(y_pred.shape[:-1])} (or with a "
             f"trailing 1) or target rows of shape {tuple(y_pred.shape)}; got shape "
             f"{tuple(y_true.shape)}."
         )
 
-    def _sparse(self, labels, log_probs, num_classes):
+    def _sparse(self, labels, logits, num_classes):
         values = _eager_values(labels)
         if values is not None:
             _validation.check_labels(np.reshape(values, (-1,)), num_classes, name="y_true")
         labels = ops.cast(ops.round(ops.cast(labels, "float32")), "int32")
         invalid = ops.logical_or(labels < 0, labels >= num_classes)
         safe = ops.clip(labels, 0, num_classes - 1)
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, safe[..., None], axis=-1), axis=-1)
+        nll = ops.sparse_categorical_crossentropy(safe, logits, from_logits=True)
         return ops.where(invalid, ops.cast(np.nan, "float32"), nll)
 
-    def _dense(self, targets, log_probs, num_classes):
+    def _dense(self, targets, logits, num_classes):
         targets = ops.cast(targets, "float32")
         values = _eager_values(targets)
         if values is not None:
             self._check_targets(values, num_classes)
-        cross_entropy = -ops.sum(targets * log_probs, axis=-1)
+        cross_entropy = ops.categorical_crossentropy(targets, logits, from_logits=True)
         soft = ops.max(targets, axis=-1) < _SOFT_THRESHOLD
         return cross_entropy * ops.where(soft, self.alpha, 1.0)
 

@@ -2,8 +2,9 @@
 
 Same backbone, optimizer, epochs, batch size and batch order as the softmax baseline; only the
 output layer and the loss change. DisMax runs without fractional probability regularization
-(the digits and MNIST-1D inputs are too small for mosaics to mean much; FPR needs a ``tf.data``
-pipeline, see :func:`keras_vc.augment.fractional_probability_mix`).
+(the paper's "DisMax" rows without the dagger): FPR is a per-batch input transform
+(:func:`keras_vc.augment.fractional_probability_mix`, images only), which the shared protocol's
+array-based ``fit`` does not apply.
 """
 
 import keras
