@@ -1,6 +1,7 @@
 """keras_vc: Keras 3 classifier heads whose confidence means something.
 
-Submodules: ``layers``, ``losses``, ``metrics``, ``scores``, ``calibration``, ``data``.
+Submodules: ``layers``, ``losses``, ``metrics``, ``scores``, ``calibration``, ``data``,
+``export``.
 """
 
 import os
@@ -10,5 +11,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 from keras_vc import calibration  # noqa: E402
+from keras_vc import export  # noqa: E402
 from keras_vc import metrics  # noqa: E402
 from keras_vc import scores  # noqa: E402
