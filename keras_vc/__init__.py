@@ -14,3 +14,4 @@ from keras_vc import layers  # noqa: E402
 from keras_vc import losses  # noqa: E402
 from keras_vc import metrics  # noqa: E402
 from keras_vc import scores  # noqa: E402
+from keras_vc import two_stage  # noqa: E402
