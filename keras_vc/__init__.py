@@ -12,5 +12,8 @@ __version__ = "0.1.0"
 
 from keras_vc import calibration  # noqa: E402
 from keras_vc import export  # noqa: E402
+from keras_vc import layers  # noqa: E402
+from keras_vc import losses  # noqa: E402
 from keras_vc import metrics  # noqa: E402
 from keras_vc import scores  # noqa: E402
+from keras_vc import two_stage  # noqa: E402
