@@ -3,18 +3,30 @@
 import keras
 import pytest
 
+from keras_vc.layers import BottleneckHead
+from keras_vc.layers import DistanceLogits
+from keras_vc.layers import VariationalHead
+from keras_vc.losses import EntropicCrossEntropy
+
 from layer_contract import LayerCase
 from layer_contract import check_config
 from layer_contract import check_layer_contract
 from layer_contract import check_mixed_precision
 
-from keras_vc.layers import DistanceLogits
-from keras_vc.losses import EntropicCrossEntropy
-
 CASES = [
     LayerCase(
         name="dense_softmax_output",
         make_layer=lambda: keras.layers.Dense(3, dtype="float32"),
+        input_shape=(5,),
+    ),
+    LayerCase(
+        name="bottleneck_head",
+        make_layer=lambda: BottleneckHead(num_classes=3, latent_dim=4),
+        input_shape=(5,),
+    ),
+    LayerCase(
+        name="variational_head",
+        make_layer=lambda: VariationalHead(num_classes=3, latent_dim=4, num_samples=5, seed=1),
         input_shape=(5,),
     ),
     LayerCase(

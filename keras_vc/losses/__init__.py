@@ -1,3 +1,3 @@
-"""Keras losses that pair with the keras_vc output layers."""
+"""Keras Loss classes that pair with the layers of keras_vc (one class per module)."""
 
-from keras_vc.losses.entropic_cross_entropy import EntropicCrossEntropy  # noqa: F401
+from keras_vc.losses.entropic_cross_entropy import EntropicCrossEntropy

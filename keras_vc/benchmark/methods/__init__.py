@@ -73,4 +73,5 @@ def fit_classifier(model, split, protocol, loss, metrics=("accuracy",)):
 
 
 from keras_vc.benchmark.methods import softmax  # noqa: E402,F401
+from keras_vc.benchmark.methods import two_stage  # noqa: E402,F401
 from keras_vc.benchmark.methods import distance  # noqa: E402,F401
