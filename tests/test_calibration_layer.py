@@ -65,17 +65,15 @@ def test_temperature_is_written_into_the_layer(trained, tmp_path):
         layer.temperature.assign(1.0)
 
 
-def test_fit_on_a_dataset(trained):
-    # The ECE objective (the default) differs only in the function searched; it is tested with
-    # calibration.py. NLL keeps this test fast.
+def test_default_ece_objective_on_a_dataset(trained):
     model, (x_val, y_val), _ = trained
     layer = model.layers[-1]
     dataset = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(64)
     try:
-        result = calibration.fit_temperature(model, dataset, objective="nll")
-        assert result.value <= result.value_at_one and not result.at_bound
+        result = calibration.fit_temperature(model, dataset)
+        assert result.objective == "ece" and result.value <= result.value_at_one
         assert float(layer.temperature.numpy()) == pytest.approx(result.temperature, rel=1e-6)
-        from_arrays = calibration.fit_temperature(model, (x_val, y_val), objective="nll")
+        from_arrays = calibration.fit_temperature(model, (x_val, y_val))
         assert from_arrays.temperature == pytest.approx(result.temperature, rel=1e-4)
     finally:
         layer.temperature.assign(1.0)
