@@ -8,11 +8,27 @@ from layer_contract import check_config
 from layer_contract import check_layer_contract
 from layer_contract import check_mixed_precision
 
+from keras_vc.layers import VariationalSoftmax
+from keras_vc.losses import VariationalClassificationLoss
+
 CASES = [
     LayerCase(
         name="dense_softmax_output",
         make_layer=lambda: keras.layers.Dense(3, dtype="float32"),
         input_shape=(5,),
+    ),
+    LayerCase(
+        name="variational_softmax_gaussian_latent",
+        make_layer=lambda: VariationalSoftmax(3, latent_dim=4, class_prior="learned", seed=0),
+        input_shape=(5,),
+        make_loss=VariationalClassificationLoss,
+    ),
+    LayerCase(
+        name="variational_softmax_deterministic_latent",
+        make_layer=lambda: VariationalSoftmax(3, latent_dim=None, posterior="deterministic",
+                                              prior="fixed", seed=1),
+        input_shape=(5,),
+        make_loss=VariationalClassificationLoss,
     ),
 ]
 

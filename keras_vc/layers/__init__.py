@@ -1,3 +1,4 @@
 """Public Keras layers of keras_vc (one class per module, the module named after the class)."""
 
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
+from keras_vc.layers.variational_softmax import VariationalSoftmax

@@ -1,1 +1,3 @@
 """Keras Loss classes that pair with the layers of keras_vc (one class per module)."""
+
+from keras_vc.losses.variational_classification import VariationalClassificationLoss
