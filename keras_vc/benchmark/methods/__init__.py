@@ -73,3 +73,4 @@ def fit_classifier(model, split, protocol, loss, metrics=("accuracy",)):
 
 
 from keras_vc.benchmark.methods import softmax  # noqa: E402,F401
+from keras_vc.benchmark.methods import entanglement  # noqa: E402,F401
