@@ -76,3 +76,4 @@ from keras_vc.benchmark.methods import softmax  # noqa: E402,F401
 from keras_vc.benchmark.methods import two_stage  # noqa: E402,F401
 from keras_vc.benchmark.methods import distance  # noqa: E402,F401
 from keras_vc.benchmark.methods import variational  # noqa: E402,F401
+from keras_vc.benchmark.methods import entanglement  # noqa: E402,F401
