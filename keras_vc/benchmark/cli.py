@@ -2,7 +2,8 @@
 
     keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH]
                      [--methods softmax,isomax_plus,dismax,vc,snnl,tst,vtst] [--seeds 3]
-                     [--epochs N] [--out reports/] [--workers N] [--data-dir DIR] [--download]
+                     [--epochs N] [--out reports/] [--workers N] [--low-data 0.1,0.25|none]
+                     [--robustness-samples N] [--data-dir DIR] [--download]
 
 Bad input (an unknown dataset or method, ``--seeds 0``, a folder that cannot be read, a TFDS
 dataset that is not prepared) ends with a one-line message and exit status 2, without a
@@ -10,6 +11,7 @@ traceback.
 """
 
 import argparse
+import dataclasses
 import shlex
 import sys
 
@@ -33,6 +35,21 @@ def _csv(text):
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
     return items
+
+
+def _fractions(text):
+    if text.strip().lower() == "none":
+        return ()
+    values = []
+    for item in _csv(text):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {text!r}")
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {value}")
+        values.append(value)
+    return tuple(values)
 
 
 def build_parser():
@@ -61,6 +78,12 @@ def build_parser():
     compare.add_argument("--workers", type=_positive_int, default=None,
                          help="worker processes, one TensorFlow thread each (default: one per "
                               "CPU core, at most 8)")
+    compare.add_argument("--low-data", type=_fractions, default=None, metavar="FRACTIONS",
+                         help="training fractions of the low-data models, e.g. 0.1,0.25 "
+                              "(the default), or 'none'")
+    compare.add_argument("--robustness-samples", type=_positive_int, default=None, metavar="N",
+                         help="test samples (a fixed stratified subset) on which attacks and "
+                              "corruptions are evaluated (default 500)")
     compare.add_argument("--data-dir", default=None,
                          help="TensorFlow Datasets data directory (tfds: only)")
     compare.add_argument("--download", action="store_true",
@@ -91,10 +114,16 @@ def _compare(args, argv):
             loaders.check_spec(spec)
         except loaders.DatasetError as error:
             raise _UsageError(str(error))
+    plan = compare.Plan()
+    if args.low_data is not None:
+        plan = dataclasses.replace(plan, low_data_fractions=args.low_data)
+    if args.robustness_samples is not None:
+        plan = dataclasses.replace(plan, robustness_samples=args.robustness_samples)
     command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
     workers = args.workers or compare.default_workers()
     report = compare.run_compare(
         datasets, args.methods, list(range(args.seeds)), out_dir=args.out, workers=workers,
+        plan=plan,
         epochs=args.epochs, data_dir=args.data_dir, download=args.download, command=command,
         log=lambda line: print(line, flush=True))
     for name in report["datasets"]:

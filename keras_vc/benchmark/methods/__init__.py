@@ -181,7 +181,7 @@ def fit_classifier(model, split, protocol, loss, metrics=("accuracy",), seed=Non
     model.compile(optimizer=protocol.make_optimizer(), loss=loss, metrics=list(metrics),
                   jit_compile=protocol.jit_compile)
     model.fit(training_dataset(split.x_train, split.y_train, protocol.batch_size, seed),
-              epochs=protocol.epochs, verbose=0)
+              epochs=protocol.epochs, shuffle=False, verbose=0)  # shuffled by the dataset
     return model
 
 
