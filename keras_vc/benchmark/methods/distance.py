@@ -23,7 +23,7 @@ def _trainer(mode):
              DistanceLogits(split.num_classes, mode=mode, name="logits")],
             name=f"{mode}_classifier",
         )
-        return fit_classifier(model, split, protocol, EntropicCrossEntropy())
+        return fit_classifier(model, split, protocol, EntropicCrossEntropy(), seed=seed)
 
     return train
 

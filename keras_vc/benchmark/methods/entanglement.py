@@ -33,7 +33,7 @@ def build_model(backbone, split):
 
 def train(backbone, split, protocol, seed, context):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return fit_classifier(build_model(backbone, split), split, protocol, loss)
+    return fit_classifier(build_model(backbone, split), split, protocol, loss, seed=seed)
 
 
 def extra_scores(model, split):

@@ -17,7 +17,7 @@ def train(backbone, split, protocol, seed, context):
          VariationalSoftmax(split.num_classes, seed=seed, name="logits")],
         name="variational_classifier",
     )
-    return fit_classifier(model, split, protocol, VariationalClassificationLoss())
+    return fit_classifier(model, split, protocol, VariationalClassificationLoss(), seed=seed)
 
 
 register(Method(
