@@ -47,7 +47,6 @@ import dataclasses
 import datetime
 import gc
 import importlib
-import inspect
 import json
 import math
 import os
@@ -176,32 +175,13 @@ def _distance_logits(mode, fpr=False):
     return build
 
 
-def _consistency_off(*classes):
-    """Keyword arguments that switch the consistency (KL) term of the variational head off.
-
-    HOOK(VariationalSoftmax): the argument's name is not fixed yet. This looks for a constructor
-    argument whose name contains "consistency" on the loss, then on the layer, and sets it to 0
-    (False for a flag). Replace with the real keyword once the layer lands.
-    """
-    for cls in classes:
-        for name, parameter in inspect.signature(cls).parameters.items():
-            if "consistency" in name:
-                off = False if isinstance(parameter.default, bool) else 0.0
-                return cls, {name: off}
-    raise NotAvailable("found no constructor argument named like 'consistency' on "
-                       + " or ".join(cls.__name__ for cls in classes)
-                       + " (hook: speed._consistency_off)")
-
-
 def _variational(consistency):
     def build(backbone, num_classes, seed):
         layer = require("keras_vc.layers", "VariationalSoftmax")
         loss = require("keras_vc.losses", "VariationalClassificationLoss")
-        layer_kwargs, loss_kwargs = {}, {}
-        if not consistency:
-            owner, kwargs = _consistency_off(loss, layer)
-            (loss_kwargs if owner is loss else layer_kwargs).update(kwargs)
-        return Built(_attach(backbone, layer(num_classes, **layer_kwargs)), loss(**loss_kwargs))
+        # consistency_weight=0 drops the consistency term and its discriminator.
+        kwargs = {} if consistency else {"consistency_weight": 0.0}
+        return Built(_attach(backbone, layer(num_classes, seed=seed, **kwargs)), loss())
 
     return build
 
@@ -209,10 +189,9 @@ def _variational(consistency):
 def _snnl(backbone, num_classes, seed):
     """The Dense + softmax classifier trained with SNNL on the ResNet's three stage outputs.
 
-    HOOK(SNNL): written against the draft API of the regulariser,
-    ``keras_vc.models.EntanglementModel(classifier, layer_names, ...)`` (a model wrapper whose
-    ``compute_loss`` adds ``-alpha * sum SNNL`` of the named layers' flattened outputs), with
-    its defaults; check this factory when that API is final.
+    ``keras_vc.models.EntanglementModel(classifier, layer_names)`` with its defaults (the
+    reference's: ``alpha=10``, temperature 100 optimised every step); its ``compute_loss`` adds
+    ``-alpha * sum SNNL`` of the named layers' flattened outputs.
     """
     wrapper = require("keras_vc.models", "EntanglementModel")
     built = _softmax(backbone, num_classes, seed)
@@ -232,10 +211,11 @@ register(Variant("dismax_fpr", "DistanceLogits DisMax + FPR", _distance_logits("
                       "step instead); it mixes images, so it is measured on the full model "
                       "only"))
 register(Variant("variational", "VariationalSoftmax", _variational(consistency=True),
-                 note="VariationalSoftmax with VariationalClassificationLoss"))
+                 note="VariationalSoftmax (defaults: Gaussian latent of 32, learned priors, "
+                      "consistency_weight 0.01) with VariationalClassificationLoss"))
 register(Variant("variational_no_consistency", "VariationalSoftmax, no consistency term",
                  _variational(consistency=False),
-                 note="the same with the consistency (KL) term switched off"))
+                 note="the same with consistency_weight=0 (no discriminator)"))
 register(Variant("snnl", "Dense + softmax + SNNL on 3 layers", _snnl, scopes=("model",),
                  note="EntanglementModel: cross-entropy - 10 x soft nearest neighbour loss of "
                       "the three stage outputs (flattened), temperatures optimised as in the "

@@ -12,7 +12,6 @@ Conventions, shared with :mod:`keras_vc.metrics.streaming`:
 """
 
 import numpy as np
-from keras import ops
 
 from keras_vc import _validation
 from keras_vc.metrics import _binning
@@ -44,7 +43,7 @@ def binned_statistics(labels, probs, num_bins=15, binning="equal_width"):
     _validation.check_choice(binning, "binning", BINNINGS)
     confidences, correct = top_label_statistics(labels, probs)
     if binning == "equal_width":
-        index = ops.convert_to_numpy(_binning.equal_width_bin_index(confidences, num_bins))
+        index = _binning.equal_width_bin_index(confidences, num_bins)
         edges = np.linspace(0.0, 1.0, num_bins + 1)
     else:
         order = np.argsort(confidences, kind="stable")
@@ -54,10 +53,8 @@ def binned_statistics(labels, probs, num_bins=15, binning="equal_width"):
             index[members] = group_id
         lows = [confidences[g].min() if g.size else np.nan for g in groups]
         edges = np.array(lows + [1.0])
-    counts, confidence_sums, accuracy_sums = (
-        ops.convert_to_numpy(t)
-        for t in _binning.bin_sums(index, confidences, correct, num_bins)
-    )
+    counts, confidence_sums, accuracy_sums = _binning.bin_sums(index, confidences, correct,
+                                                               num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.where(counts > 0, confidence_sums / counts, np.nan)
         accuracy = np.where(counts > 0, accuracy_sums / counts, np.nan)
@@ -86,14 +83,14 @@ def expected_calibration_error(labels, probs, num_bins=15, norm="l1", binning="e
         labels, probs, num_bins, binning
     )
     value = _binning.calibration_error_from_bins(counts, confidence_sums, accuracy_sums, norm)
-    return float(ops.convert_to_numpy(value))
+    return float(value)
 
 
 def brier_score(labels, probs):
     """Multi-class Brier score: mean over samples of ``sum_k (p_k - 1[y = k])^2``, in [0, 2]."""
     labels, probs = _checked(labels, probs)
     one_hot = np.eye(probs.shape[1])[labels]
-    return float(np.mean(ops.convert_to_numpy(_binning.brier_per_sample(one_hot, probs))))
+    return float(np.mean(_binning.brier_per_sample(one_hot, probs)))
 
 
 def negative_log_likelihood(labels, probs, eps=1e-12):

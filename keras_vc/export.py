@@ -1,0 +1,498 @@
+"""Serving export: one call writes a TF Serving SavedModel whose outputs carry the uncertainty.
+
+:func:`export_for_serving` wraps a trained classifier in a Keras 3 ``ExportArchive`` whose
+``serving_default`` signature takes one tensor named ``inputs`` (:data:`INPUT_NAME`; batch
+dimension dynamic, the other dimensions and the dtype those of the model's ``keras.Input``) and
+returns, for a batch of ``B`` rows and ``K`` classes:
+
+- ``probabilities``, float32 ``(B, K)``: ``softmax(logits / T)``, the calibrated probabilities;
+- ``predicted_class``, int64 ``(B,)``: their ``argmax``;
+- ``confidence``, float32 ``(B,)``: the largest probability;
+- ``entropy``, float32 ``(B,)``: the Shannon entropy of the probabilities, in nats;
+- ``ood_score``, float32 ``(B,)``: the OOD score, higher = more in-distribution;
+- ``is_ood``, bool ``(B,)``: ``ood_score < ood_threshold``, only when a threshold is given.
+
+The SavedModel holds plain TensorFlow ops: the server (or ``tf.saved_model.load``) needs neither
+keras_vc nor Keras. The same signature is also registered as ``serve`` (the Keras endpoint name);
+with ``mc_samples`` a second signature ``serve_mc`` returns the same outputs averaged over latent
+draws.
+
+**Temperature.** ``T`` is the fitted temperature. A head that owns a ``temperature`` variable
+(``DistanceLogits``, ``VariationalSoftmax``; set by :func:`keras_vc.calibration.fit_temperature`)
+already divides its logits by it, so nothing more is applied. A plain ``Dense`` output has no
+such variable: pass ``temperature=`` (a float or the
+:class:`~keras_vc.calibration.TemperatureResult` returned by ``find_temperature`` /
+``fit_temperature``) and the export divides by it. Passing
+``temperature=`` for a head that owns one is an error (it would be applied twice).
+
+**Probabilities models.** A model whose output layer applies a softmax (``Dense(K,
+activation="softmax")``, a ``Softmax`` or ``Activation("softmax")`` layer) is detected and its
+output treated as probabilities: the export works from ``log(p)``, which are logits up to a
+per-row constant, as :func:`keras_vc.calibration.fit_temperature` does. Detection looks at the
+output layer only; pass ``output_kind="probabilities"`` for a model that computes its softmax
+elsewhere.
+
+**OOD score.** ``ood_score="auto"`` uses :func:`keras_vc.scores.recommended`: the head's own
+``ood_score`` for a head that recommends one, the maximum softmax probability otherwise. A
+name from :data:`keras_vc.scores.SCORES` (or a function of logits written with ``keras.ops``)
+applies that score to the served logits ``logits / T``; ``None`` drops ``ood_score`` (and
+``is_ood``).
+Scores are computed at the served temperature, the same logits the ``probabilities`` come from.
+:func:`fit_ood_threshold` turns in-distribution validation scores into a threshold at a chosen
+true-positive rate (95% by default) with :func:`keras_vc.metrics.threshold_at_tpr`.
+
+**The head protocol this module relies on** (see CONTRIBUTING.md, "Conventions every head
+follows"): the output layer is ``model.layers[-1]`` and returns float32 logits; it may own a
+non-trainable scalar variable ``temperature`` that it divides by; it may define
+``recommended_ood_score`` (a name) and ``ood_score(outputs)`` (logits -> score, higher = more
+in-distribution). A head **with a latent** declares the class attribute ``has_latent = True`` and
+accepts ``call(inputs, training=None, num_samples=None)``: with ``num_samples=M`` at inference it
+returns the log of the class probabilities averaged over ``M`` latent draws taken from its
+``keras.random.SeedGenerator``, ``log((1/M) sum_m softmax(logits(z_m)))``, shape ``(B, K)``,
+float32, temperature included. These are valid logits (their softmax is the MC average), so the
+``serve_mc`` signature derives every output from them exactly as ``serving_default`` does,
+including ``is_ood`` with the same threshold (compute it with ``fit_ood_threshold(...,
+mc_samples=M)`` when ``serve_mc`` is the signature you rely on). The seed generator's state is
+saved with the model and advances on every request: each request draws fresh latents.
+
+Sources: the maximum softmax probability baseline and thresholding at a fixed in-distribution
+true-positive rate follow Hendrycks & Gimpel (ICLR 2017) and the FPR-at-95%-TPR convention of
+the OOD literature; the Monte Carlo average of the class probabilities over latent draws is the
+prediction rule of the variational two-stage head (``forward_multisample`` in its reference
+code). Temperature scaling: Guo et al. (ICML 2017).
+
+Example:
+    >>> import keras, numpy as np, keras_vc
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> x_val = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    >>> threshold = keras_vc.export.fit_ood_threshold(model, x_val, tpr=0.95, temperature=1.5)
+    >>> info = keras_vc.export.export_for_serving(          # doctest: +SKIP
+    ...     model, "models/digits/1", temperature=1.5, ood_threshold=threshold)
+    >>> info.signatures["serving_default"]                  # doctest: +SKIP
+    ('probabilities', 'predicted_class', 'confidence', 'entropy', 'ood_score', 'is_ood')
+
+The export runs on the TensorFlow backend (keras_vc's default); ``ExportArchive`` needs
+TensorFlow installed on any backend.
+"""
+
+import dataclasses
+import inspect
+import numbers
+import os
+from typing import Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_vc import _validation
+from keras_vc import scores as scores_lib
+from keras_vc.metrics import ood as ood_metrics
+
+INPUT_NAME = "inputs"
+"""Name of the single input tensor of every exported signature."""
+
+DEFAULT_SIGNATURE = "serving_default"
+ENDPOINT = "serve"
+MC_SIGNATURE = "serve_mc"
+OUTPUT_KINDS = ("auto", "logits", "probabilities")
+BASE_OUTPUTS = ("probabilities", "predicted_class", "confidence", "entropy")
+
+# Smallest probability turned into a logit: float32 keeps 1e-30 as a normal number, and
+# log(1e-30) = -69 stays far below any logit that matters after a softmax.
+_PROBABILITY_FLOOR = 1e-30
+_PROBABILITY_ACTIVATIONS = ("softmax",)
+_NOT_CLASS_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_silu", "silu", "tanh", "softsign")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingExport:
+    """What :func:`export_for_serving` wrote.
+
+    Attributes:
+        path: the SavedModel directory.
+        input_name: the name of the input tensor of every signature (``"inputs"``).
+        input_shape: the input shape, batch dimension ``None``.
+        input_dtype: the input dtype.
+        signatures: signature name -> tuple of output names.
+        output_kind: ``"logits"`` or ``"probabilities"``: how the model's output was read.
+        temperature: the temperature the served probabilities use (the head's own value when
+            the head owns a ``temperature`` variable).
+        temperature_applied_by_head: True when the head divides by its own ``temperature``.
+        ood_score: name of the served OOD score, or None.
+        ood_threshold: the ``is_ood`` threshold, or None.
+        mc_samples: latent draws averaged by ``serve_mc``, or None.
+    """
+
+    path: str
+    input_name: str
+    input_shape: tuple
+    input_dtype: str
+    signatures: dict
+    output_kind: str
+    temperature: float
+    temperature_applied_by_head: bool
+    ood_score: Optional[str]
+    ood_threshold: Optional[float]
+    mc_samples: Optional[int]
+
+
+def _activation_name(function):
+    if function is None:
+        return None
+    for name in _PROBABILITY_ACTIVATIONS + _NOT_CLASS_ACTIVATIONS:
+        if function is getattr(keras.activations, name, None):
+            return name
+    return getattr(function, "__name__", None)
+
+
+def _check_model(model):
+    """Returns (input_tensor, output_tensor, output_layer) of a single-input classifier."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            "`model` must be a Functional or Sequential model built on a `keras.Input`; for a "
+            "subclassed model, compose its parts, e.g. `keras.Sequential([keras.Input(shape), "
+            "body, head])`, so that the classifier head is the model's last layer."
+        )
+    if len(inputs) != 1:
+        raise ValueError(
+            f"`model` must have exactly one input tensor (the serving input {INPUT_NAME!r}); "
+            f"it has {len(inputs)}."
+        )
+    if len(outputs) != 1:
+        raise ValueError(
+            f"`model` must have one output of class logits or probabilities; it has "
+            f"{len(outputs)} outputs."
+        )
+    output = outputs[0]
+    shape = tuple(output.shape)
+    if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(
+            "`model` must output class logits or probabilities of shape (batch, K) with K >= 2; "
+            f"its output has shape {shape}."
+        )
+    if not keras.backend.is_float_dtype(output.dtype):
+        raise ValueError(
+            "`model` must output floating-point class logits or probabilities; its output has "
+            f"dtype {output.dtype}."
+        )
+    return inputs[0], output, model.layers[-1]
+
+
+def _detect_output_kind(layer, output_kind):
+    _validation.check_choice(output_kind, "output_kind", OUTPUT_KINDS)
+    activation = _activation_name(getattr(layer, "activation", None))
+    if isinstance(layer, keras.layers.Softmax):
+        activation = "softmax"
+    if activation in _NOT_CLASS_ACTIVATIONS:
+        raise ValueError(
+            f"`model` ends in a {activation!r} activation (layer {layer.name!r}): its outputs are "
+            "not class logits or probabilities (a sigmoid scores each class independently). "
+            "Export a model whose last layer outputs logits (no activation) or a softmax."
+        )
+    if output_kind != "auto":
+        return output_kind
+    return "probabilities" if activation in _PROBABILITY_ACTIVATIONS else "logits"
+
+
+def _head_owns_temperature(layer):
+    variable = getattr(layer, "temperature", None)
+    return variable is not None and hasattr(variable, "assign")
+
+
+def _check_temperature(temperature, layer):
+    """Returns (temperature applied by the export, temperature reported, applied by head)."""
+    if _head_owns_temperature(layer):
+        if temperature is not None:
+            raise ValueError(
+                f"`temperature` must be None for this model: its output layer {layer.name!r} "
+                "divides by its own `temperature` variable (currently "
+                f"{float(ops.convert_to_numpy(layer.temperature)):.6g}). Calibrate it with "
+                "keras_vc.calibration.fit_temperature(model, validation_data) instead."
+            )
+        return 1.0, float(ops.convert_to_numpy(layer.temperature)), True
+    if temperature is None:
+        return 1.0, 1.0, False
+    if hasattr(temperature, "temperature") and not isinstance(temperature, numbers.Real):
+        temperature = temperature.temperature
+    value = _validation.check_float(temperature, "temperature", minimum=0.0, strict_minimum=True)
+    return value, value, False
+
+
+def _check_ood_score(ood_score, model):
+    """Returns (name, score function) or (None, None)."""
+    if ood_score is None:
+        return None, None
+    if isinstance(ood_score, str) and ood_score == "auto":
+        return scores_lib.recommended(model)
+    if callable(ood_score):
+        return getattr(ood_score, "__name__", "custom"), ood_score
+    if not isinstance(ood_score, str) or ood_score not in scores_lib.SCORES:
+        raise ValueError(
+            "`ood_score` must be 'auto', None, a function of logits or one of "
+            f"{sorted(scores_lib.SCORES)}; got {ood_score!r}."
+        )
+    return ood_score, scores_lib.get(ood_score)
+
+
+def _check_mc_samples(mc_samples, layer):
+    if mc_samples is None:
+        return None
+    mc_samples = _validation.check_int(mc_samples, "mc_samples", minimum=1)
+    if not getattr(layer, "has_latent", False):
+        raise ValueError(
+            f"`mc_samples` needs a head with a latent (a layer declaring `has_latent = True`, "
+            f"such as VariationalSoftmax); the output layer {layer.name!r} "
+            f"({type(layer).__name__}) has none. Leave `mc_samples=None`."
+        )
+    parameters = inspect.signature(layer.call).parameters
+    if "num_samples" not in parameters:
+        raise ValueError(
+            f"`mc_samples` needs the latent head's call to accept `num_samples`; "
+            f"{type(layer).__name__}.call{inspect.signature(layer.call)} does not."
+        )
+    return mc_samples
+
+
+class _ServingPlan:
+    """Validated export settings and the serving computation, written with keras.ops."""
+
+    def __init__(self, model, ood_score, ood_threshold, temperature, output_kind, mc_samples):
+        self.input, output, self.head = _check_model(model)
+        self.model = model
+        self.output_kind = _detect_output_kind(self.head, output_kind)
+        self.temperature, self.reported_temperature, self.head_temperature = _check_temperature(
+            temperature, self.head)
+        self.score_name, self.score_fn = _check_ood_score(ood_score, model)
+        if ood_threshold is not None:
+            if self.score_fn is None:
+                raise ValueError(
+                    "`ood_threshold` needs an OOD score to compare with, but `ood_score=None`. "
+                    "Pass ood_score='auto' (or a score name), or drop the threshold."
+                )
+            ood_threshold = _validation.check_float(ood_threshold, "ood_threshold")
+        self.threshold = ood_threshold
+        self.mc_samples = _check_mc_samples(mc_samples, self.head)
+        self.features = None
+        if self.mc_samples is not None:
+            if self.head.output is not output:
+                raise ValueError(
+                    f"`mc_samples` needs the latent head {self.head.name!r} to produce the model's "
+                    "output; the model's output comes from another layer."
+                )
+            # The model up to the head's input; the head is then called with num_samples.
+            self.features = keras.Model(self.input, self.head.input)
+        self.input_shape = (None,) + tuple(self.input.shape[1:])
+        self.input_dtype = keras.backend.standardize_dtype(self.input.dtype)
+
+    @property
+    def output_names(self):
+        names = BASE_OUTPUTS
+        if self.score_fn is not None:
+            names += ("ood_score",)
+        if self.threshold is not None:
+            names += ("is_ood",)
+        return names
+
+    def logits(self, inputs):
+        """The served logits ``logits / T`` (from log-probabilities for a softmax output)."""
+        outputs = ops.cast(self.model(inputs, training=False), "float32")
+        if self.output_kind == "probabilities":
+            outputs = ops.log(ops.maximum(outputs, _PROBABILITY_FLOOR))
+        return self._scale(outputs)
+
+    def mc_logits(self, inputs):
+        """Log of the class probabilities averaged over ``mc_samples`` latent draws, over T."""
+        features = self.features(inputs, training=False)
+        outputs = self.head(features, training=False, num_samples=self.mc_samples)
+        return self._scale(ops.cast(outputs, "float32"))
+
+    def _scale(self, logits):
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return logits
+
+    def outputs(self, logits):
+        """Every served output from the served logits."""
+        probabilities = ops.softmax(logits, axis=-1)
+        result = {
+            "probabilities": probabilities,
+            "predicted_class": ops.cast(ops.argmax(logits, axis=-1), "int64"),
+            "confidence": ops.max(probabilities, axis=-1),
+            "entropy": -scores_lib.negative_entropy(logits),
+        }
+        if self.score_fn is not None:
+            score = ops.cast(self.score_fn(logits), "float32")
+            result["ood_score"] = score
+            if self.threshold is not None:
+                result["is_ood"] = ops.less(score, ops.cast(self.threshold, "float32"))
+        return result
+
+    def serve(self, inputs):
+        return self.outputs(self.logits(inputs))
+
+    def serve_mc(self, inputs):
+        return self.outputs(self.mc_logits(inputs))
+
+
+def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_samples=None,
+                       temperature=None, output_kind="auto"):
+    """Writes a TensorFlow Serving SavedModel whose signature returns the uncertainty outputs.
+
+    Args:
+        model: a trained single-input Functional or Sequential classifier whose last layer
+            outputs class logits (a keras_vc head or a plain ``Dense``) or softmax
+            probabilities, shape ``(batch, K)``.
+        path: the SavedModel directory. TensorFlow Serving loads ``<model_base_path>/<version>``,
+            so write to a numbered folder, e.g. ``"models/digits/1"``.
+        ood_score: ``"auto"`` (the head's recommended score, MSP for other outputs), a score name
+            from :data:`keras_vc.scores.SCORES`, a function of logits written with ``keras.ops``,
+            or None for no ``ood_score`` output.
+        ood_threshold: optional float; adds the boolean output ``is_ood = ood_score <
+            ood_threshold``. Compute it with :func:`fit_ood_threshold` on in-distribution
+            validation data.
+        mc_samples: optional int >= 1, only for a head with a latent (``has_latent = True``):
+            adds the signature ``serve_mc`` that averages the class probabilities over that many
+            latent draws.
+        temperature: optional float > 0 or a ``TemperatureResult`` (from
+            :func:`keras_vc.calibration.find_temperature` / ``fit_temperature``), for an output
+            layer without a ``temperature`` variable. Must be None for a head that owns one.
+        output_kind: ``"auto"`` (detect a softmax output layer), ``"logits"`` or
+            ``"probabilities"``.
+
+    Returns:
+        A :class:`ServingExport` describing the signatures written.
+
+    Raises:
+        ValueError: the model's output is not class logits or probabilities, a threshold without
+            a score, an unknown score name, ``mc_samples < 1`` or ``mc_samples`` for a head
+            without a latent, a temperature for a head that applies its own.
+
+    Example:
+        >>> info = export_for_serving(model, "models/digits/1",     # doctest: +SKIP
+        ...                           ood_threshold=fit_ood_threshold(model, x_val))
+        >>> import tensorflow as tf                                 # doctest: +SKIP
+        >>> served = tf.saved_model.load(info.path).signatures["serving_default"]
+        >>> served(inputs=tf.constant(x_test))["probabilities"]    # doctest: +SKIP
+    """
+    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"`path` must be a string or os.PathLike, got {type(path).__name__}.")
+    path = os.fspath(path)
+    signature = [keras.InputSpec(shape=plan.input_shape, dtype=plan.input_dtype,
+                                 name=INPUT_NAME)]
+
+    # Named parameters become the signature's input names, so spell them out.
+    def serve(inputs):
+        return plan.serve(inputs)
+
+    def serve_mc(inputs):
+        return plan.serve_mc(inputs)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(ENDPOINT, serve, input_signature=signature)
+    signatures = {DEFAULT_SIGNATURE: plan.output_names, ENDPOINT: plan.output_names}
+    if plan.mc_samples is not None:
+        archive.add_endpoint(MC_SIGNATURE, serve_mc, input_signature=signature)
+        signatures[MC_SIGNATURE] = plan.output_names
+    archive.write_out(path, verbose=False)
+    return ServingExport(
+        path=path,
+        input_name=INPUT_NAME,
+        input_shape=plan.input_shape,
+        input_dtype=plan.input_dtype,
+        signatures=signatures,
+        output_kind=plan.output_kind,
+        temperature=plan.reported_temperature,
+        temperature_applied_by_head=plan.head_temperature,
+        ood_score=plan.score_name,
+        ood_threshold=plan.threshold,
+        mc_samples=plan.mc_samples,
+    )
+
+
+def _check_inputs(x, plan, name):
+    array = _validation.to_numpy(x, name)
+    if array.ndim != len(plan.input_shape):
+        raise ValueError(
+            f"`{name}` must have shape {plan.input_shape} (the model's input), got {array.shape}."
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"`{name}` must not be empty.")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise ValueError(f"`{name}` must be numeric, got dtype {array.dtype}.")
+    return array.astype(plan.input_dtype)
+
+
+def serving_outputs(model, x, *, ood_score="auto", ood_threshold=None, mc_samples=None,
+                    temperature=None, output_kind="auto", batch_size=256):
+    """Computes in-process what the exported signature returns for ``x``.
+
+    Same arguments as :func:`export_for_serving`; with ``mc_samples`` the outputs are those of the
+    ``serve_mc`` signature (stochastic: each call draws fresh latents).
+
+    Args:
+        model: the classifier (see :func:`export_for_serving`).
+        x: inputs, an array of shape ``(n,) + model input shape``.
+        ood_score, ood_threshold, mc_samples, temperature, output_kind: as in
+            :func:`export_for_serving`.
+        batch_size: rows per forward pass.
+
+    Returns:
+        dict output name -> NumPy array with ``n`` rows (the names of :class:`ServingExport`'s
+        signatures).
+
+    Example:
+        >>> out = serving_outputs(model, x_test, temperature=1.4)   # doctest: +SKIP
+        >>> out["probabilities"].shape, out["ood_score"].shape      # doctest: +SKIP
+        ((500, 10), (500,))
+    """
+    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples)
+    batch_size = _validation.check_int(batch_size, "batch_size", minimum=1)
+    x = _check_inputs(x, plan, "x")
+    compute = plan.serve if plan.mc_samples is None else plan.serve_mc
+    pieces = {name: [] for name in plan.output_names}
+    for start in range(0, x.shape[0], batch_size):
+        batch = compute(ops.convert_to_tensor(x[start:start + batch_size]))
+        for name in plan.output_names:
+            pieces[name].append(ops.convert_to_numpy(batch[name]))
+    return {name: np.concatenate(values) for name, values in pieces.items()}
+
+
+def fit_ood_threshold(model, x_in, *, tpr=0.95, ood_score="auto", mc_samples=None,
+                      temperature=None, output_kind="auto", batch_size=256):
+    """The ``ood_threshold`` that keeps ``tpr`` of in-distribution inputs (``is_ood`` False).
+
+    Scores ``x_in`` (held-out in-distribution data, never the test split) exactly as the exported
+    signature will and returns :func:`keras_vc.metrics.threshold_at_tpr` of those scores: the
+    highest ``t`` with at least ``tpr`` of the scores ``>= t``.
+
+    Args:
+        model: the classifier (see :func:`export_for_serving`).
+        x_in: in-distribution validation inputs.
+        tpr: fraction of in-distribution inputs to accept, in (0, 1]; 0.95 by default.
+        ood_score, mc_samples, temperature, output_kind: the values you will pass to
+            :func:`export_for_serving` (``mc_samples`` scores as the ``serve_mc`` signature does).
+        batch_size: rows per forward pass.
+
+    Returns:
+        The threshold, a float.
+
+    Example:
+        >>> t = fit_ood_threshold(model, x_val, tpr=0.95)                    # doctest: +SKIP
+        >>> export_for_serving(model, "models/digits/1", ood_threshold=t)     # doctest: +SKIP
+    """
+    tpr = _validation.check_float(tpr, "tpr", minimum=0.0, maximum=1.0, strict_minimum=True)
+    if ood_score is None:
+        raise ValueError("`ood_score` must name a score to threshold, got None.")
+    outputs = serving_outputs(model, x_in, ood_score=ood_score, mc_samples=mc_samples,
+                              temperature=temperature, output_kind=output_kind,
+                              batch_size=batch_size)
+    return ood_metrics.threshold_at_tpr(outputs["ood_score"], tpr)

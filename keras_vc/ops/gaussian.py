@@ -1,0 +1,273 @@
+"""Diagonal Gaussians: the one home of every Gaussian formula in keras_vc.
+
+A diagonal Gaussian is always given by ``(mean, log_variance)``, both of shape ``(..., D)``.
+
+Two kinds of code live here:
+
+- **Closed forms written with** ``keras.ops`` (log-density, entropy, KL divergences,
+  reparameterised sampling). Layers use these in their training graphs: they run on every Keras
+  backend, under XLA, in float32 whatever the mixed-precision policy, and the *pairwise* forms
+  (every row of a batch against every one of ``K`` class-conditional Gaussians) expand the
+  quadratic into matrix products, so they never build a ``(B, K, D)`` tensor.
+- **TensorFlow Probability distributions** (:func:`multivariate_normal_diag`): the object users
+  get when they ask a layer for its posterior ``q(z | x)`` or its class-conditional priors
+  ``p(z | y)`` (``log_prob``, ``sample``, ``entropy``, ``tfd.kl_divergence`` ...). The tests check
+  every closed form here against an independent NumPy formula and against TFP.
+
+Sampling uses ``keras.random.normal`` with a ``keras.random.SeedGenerator`` owned by the calling
+layer, which is stateless (XLA-safe) on every backend.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _float(x):
+    """``x`` as a float32 (or float64) tensor: Gaussian math is never done in float16."""
+    x = ops.convert_to_tensor(x)
+    if keras.backend.standardize_dtype(x.dtype) not in ("float32", "float64"):
+        x = ops.cast(x, "float32")
+    return x
+
+
+def _pair(mean, log_variance):
+    mean = _float(mean)
+    return mean, ops.cast(_float(log_variance), mean.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow Probability
+# --------------------------------------------------------------------------------------------
+
+
+def tfp_distributions():
+    """The ``tfp.distributions`` module matching the Keras backend.
+
+    TensorFlow backend: ``tensorflow_probability.distributions``. JAX backend: TFP's JAX
+    substrate (``tensorflow_probability.substrates.jax.distributions``) where it imports.
+
+    Raises:
+        ImportError: when TFP (or its JAX substrate) cannot be imported, or for another backend.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow_probability as tfp
+
+        return tfp.distributions
+    if backend == "jax":
+        try:
+            from tensorflow_probability.substrates import jax as tfp_jax
+        except Exception as error:  # TFP 0.25's JAX substrate fails with recent JAX releases.
+            raise ImportError(
+                "TensorFlow Probability's JAX substrate could not be imported "
+                f"({type(error).__name__}: {error}). With JAX >= 0.7 install tfp-nightly, or use "
+                "jax<0.7 with tensorflow-probability 0.25. The closed forms of "
+                "keras_vc.ops.gaussian work without it."
+            ) from error
+        return tfp_jax.distributions
+    raise ImportError(
+        f"TFP distributions are available on the tensorflow and jax backends, not {backend!r}. "
+        "The closed forms of keras_vc.ops.gaussian work on every backend."
+    )
+
+
+def multivariate_normal_diag(mean, log_variance, name="MultivariateNormalDiag"):
+    """The TFP ``MultivariateNormalDiag`` with the given mean and ``exp(log_variance)`` variances.
+
+    Args:
+        mean: tensor (..., D).
+        log_variance: tensor broadcastable to ``mean``.
+        name: name of the distribution.
+
+    Returns:
+        A ``tfd.MultivariateNormalDiag`` with batch shape ``mean.shape[:-1]`` and event shape
+        ``(D,)``; its ``scale_diag`` is ``exp(log_variance / 2)``.
+
+    Example:
+        >>> q = multivariate_normal_diag(np.zeros((4, 2)), np.zeros((4, 2)))
+        >>> q.log_prob(np.zeros((4, 2)))   # -log(2 pi) for each row
+    """
+    mean, log_variance = _pair(mean, log_variance)
+    return tfp_distributions().MultivariateNormalDiag(
+        loc=mean, scale_diag=ops.exp(0.5 * log_variance), name=name
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def sample(mean, log_variance, seed, num_samples=None):
+    """Reparameterised draws ``z = mean + exp(log_variance / 2) * eps``, ``eps ~ N(0, I)``.
+
+    Gradients flow to ``mean`` and ``log_variance``. With a ``keras.random.SeedGenerator`` as
+    ``seed`` the draws are stateless (XLA-safe) and advance the generator's state; an integer seed
+    gives the same draws on every call. The same seed gives different draws with and without XLA
+    on TensorFlow (tensorflow/tensorflow#121243): compare statistics, not values.
+
+    Args:
+        mean: tensor (..., D).
+        log_variance: tensor of the same shape.
+        seed: a ``keras.random.SeedGenerator`` (what layers pass) or anything
+            ``keras.random.normal`` accepts.
+        num_samples: None for one draw of shape ``mean.shape``, or an int >= 1 for draws of
+            shape ``(num_samples,) + mean.shape``.
+
+    Returns:
+        The draws, in the dtype of ``mean`` promoted to at least float32.
+    """
+    mean, log_variance = _pair(mean, log_variance)
+    shape = ops.shape(mean)
+    if num_samples is not None:
+        shape = (num_samples,) + tuple(shape)
+    noise = keras.random.normal(shape, dtype=mean.dtype, seed=seed)
+    return mean + ops.exp(0.5 * log_variance) * noise
+
+
+# --------------------------------------------------------------------------------------------
+# Densities
+# --------------------------------------------------------------------------------------------
+
+
+def log_density(x, mean, log_variance):
+    """``log N(x; mean, diag(exp(log_variance)))`` summed over the last axis (broadcasting).
+
+    Args:
+        x, mean, log_variance: tensors broadcastable to a common shape (..., D).
+
+    Returns:
+        Tensor (...,) of log-densities, including the ``-D/2 log(2 pi)`` constant.
+    """
+    x = _float(x)
+    mean, log_variance = ops.cast(_float(mean), x.dtype), ops.cast(_float(log_variance), x.dtype)
+    squared = ops.square(x - mean) * ops.exp(-log_variance)
+    return -0.5 * ops.sum(LOG_2PI + log_variance + squared, axis=-1)
+
+
+def _pairwise_mahalanobis(z, means, inverse_variances):
+    """``sum_d (z_bd - mu_kd)^2 / sigma_kd^2`` as matrix products: (B, D), (K, D) -> (B, K).
+
+    ``z^2 @ (1/s^2)^T - 2 z @ (mu/s^2)^T + sum_d mu^2/s^2``; rounding can make it slightly
+    negative, so it is clamped at 0.
+    """
+    quadratic = ops.matmul(ops.square(z), ops.transpose(inverse_variances))
+    cross = ops.matmul(z, ops.transpose(means * inverse_variances))
+    offset = ops.sum(ops.square(means) * inverse_variances, axis=-1)
+    return ops.maximum(quadratic - 2.0 * cross + offset[None, :], 0.0)
+
+
+def pairwise_log_density(z, means, log_variances):
+    """``log N(z_b; mu_k, diag(exp(log_variances_k)))`` for every row b and Gaussian k.
+
+    Computed with matrix products (no ``(B, K, D)`` tensor), in float32 or wider.
+
+    Args:
+        z: tensor (B, D).
+        means: tensor (K, D) of the K Gaussians' means.
+        log_variances: tensor (K, D) of their log-variances.
+
+    Returns:
+        Tensor (B, K), including the ``-D/2 log(2 pi)`` constant.
+    """
+    z = _float(z)
+    means, log_variances = ops.cast(_float(means), z.dtype), ops.cast(_float(log_variances), z.dtype)
+    dim = ops.cast(ops.shape(z)[-1], z.dtype)
+    mahalanobis = _pairwise_mahalanobis(z, means, ops.exp(-log_variances))
+    normaliser = dim * LOG_2PI + ops.sum(log_variances, axis=-1)
+    return -0.5 * (mahalanobis + normaliser[None, :])
+
+
+def pairwise_expected_log_density(mean, log_variance, means, log_variances):
+    """Cross-entropy terms ``E_{z ~ q_b}[log p_k(z)]`` for every row b and Gaussian k, in closed form.
+
+    ``q_b = N(mean_b, diag exp(log_variance_b))`` and ``p_k = N(means_k, diag exp(log_variances_k))``:
+    ``E_q[log p_k] = log p_k(mean_b) - 1/2 sum_d s_bd^2 / sigma_kd^2``.
+
+    Args:
+        mean, log_variance: tensors (B, D) of the rows' Gaussians.
+        means, log_variances: tensors (K, D).
+
+    Returns:
+        Tensor (B, K).
+    """
+    mean, log_variance = _pair(mean, log_variance)
+    means = ops.cast(_float(means), mean.dtype)
+    log_variances = ops.cast(_float(log_variances), mean.dtype)
+    trace = ops.matmul(ops.exp(log_variance), ops.transpose(ops.exp(-log_variances)))
+    return pairwise_log_density(mean, means, log_variances) - 0.5 * trace
+
+
+# --------------------------------------------------------------------------------------------
+# Entropy and KL divergences
+# --------------------------------------------------------------------------------------------
+
+
+def entropy(log_variance):
+    """Differential entropy ``1/2 sum_d (1 + log(2 pi) + log_variance_d)`` of a diagonal Gaussian.
+
+    Args:
+        log_variance: tensor (..., D).
+
+    Returns:
+        Tensor (...,) in nats.
+    """
+    log_variance = _float(log_variance)
+    return 0.5 * ops.sum(1.0 + LOG_2PI + log_variance, axis=-1)
+
+
+def kl_to_standard_normal(mean, log_variance):
+    """``KL(N(mean, diag exp(log_variance)) || N(0, I))`` **per dimension**, not summed.
+
+    ``KL_d = -1/2 (1 + log s_d^2 - mean_d^2 - s_d^2)``. Sum over the last axis for the KL of the
+    whole vector; V-TST averages it over the latent dimensions instead.
+
+    Args:
+        mean, log_variance: tensors (..., D).
+
+    Returns:
+        Tensor (..., D), each entry >= 0.
+    """
+    mean, log_variance = _pair(mean, log_variance)
+    return -0.5 * (1.0 + log_variance - ops.square(mean) - ops.exp(log_variance))
+
+
+def kl_divergence(mean_q, log_variance_q, mean_p, log_variance_p):
+    """``KL(q || p)`` between diagonal Gaussians, summed over the last axis (broadcasting).
+
+    ``1/2 sum_d [log s_p^2 - log s_q^2 - 1 + (s_q^2 + (m_q - m_p)^2) / s_p^2]``.
+
+    Args:
+        mean_q, log_variance_q: tensors (..., D) of q.
+        mean_p, log_variance_p: tensors broadcastable to them, of p.
+
+    Returns:
+        Tensor (...,), >= 0.
+    """
+    mean_q, log_variance_q = _pair(mean_q, log_variance_q)
+    mean_p = ops.cast(_float(mean_p), mean_q.dtype)
+    log_variance_p = ops.cast(_float(log_variance_p), mean_q.dtype)
+    ratio = ops.exp(log_variance_q - log_variance_p)
+    squared = ops.square(mean_q - mean_p) * ops.exp(-log_variance_p)
+    return 0.5 * ops.sum(ratio + squared - 1.0 - log_variance_q + log_variance_p, axis=-1)
+
+
+def pairwise_kl_divergence(mean, log_variance, means, log_variances):
+    """``KL(q_b || p_k)`` for every row b and Gaussian k, with matrix products: (B, K).
+
+    ``KL(q_b || p_k) = -H(q_b) - E_{q_b}[log p_k]`` (:func:`entropy`,
+    :func:`pairwise_expected_log_density`).
+
+    Args:
+        mean, log_variance: tensors (B, D) of the rows' Gaussians q_b.
+        means, log_variances: tensors (K, D) of the Gaussians p_k.
+
+    Returns:
+        Tensor (B, K), clamped at 0 against rounding.
+    """
+    cross_entropy = -pairwise_expected_log_density(mean, log_variance, means, log_variances)
+    return ops.maximum(cross_entropy - entropy(log_variance)[:, None], 0.0)
