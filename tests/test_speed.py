@@ -183,6 +183,9 @@ def test_cli_usage_errors(capsys):
     assert "unknown scope(s) ['everything']" in capsys.readouterr().err
     assert cli.main(["speed", "--sizes", "16x8x1"]) == 2
     assert "head_sizes[0]" in capsys.readouterr().err
+    for option in ("--model-batches", "--repeats"):
+        assert cli.main(["speed", option, "0"]) == 2
+        assert "expected a positive integer, got 0" in capsys.readouterr().err
     for bad in ("16x8", "16x8xten", "0x8x10"):
         assert cli.main(["speed", "--sizes", bad]) == 2
         assert "BATCHxFEATURESxCLASSES" in capsys.readouterr().err
