@@ -446,7 +446,7 @@ class _ModelServerStandIn:
 
 
 def test_grpc_client_of_the_docs(exported):
-    """The gRPC snippet of docs/serving.md against a stand-in server on localhost."""
+    """The gRPC snippet of README.md (Serving) against a stand-in server on localhost."""
     from concurrent import futures
 
     import grpc
@@ -459,7 +459,7 @@ def test_grpc_client_of_the_docs(exported):
     port = server.add_insecure_port("localhost:0")
     server.start()
     try:
-        # --- as in docs/serving.md ---
+        # --- as in README.md (Serving) ---
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
