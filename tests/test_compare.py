@@ -1,5 +1,6 @@
 """``keras-vc compare`` at tiny settings: report structure, ranges, pairing, determinism."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,8 +13,14 @@ from keras_vc.benchmark import compare
 from keras_vc.benchmark import methods as methods_lib
 from keras_vc.benchmark import report as report_lib
 
+# One epoch, and one step per call: at one epoch tracing dominates, and 16 steps per call (the
+# default) trace a bigger function. The command-line test runs the default protocol.
+TINY_PROTOCOL = methods_lib.Protocol(epochs=1, steps_per_execution=1)
+# Every registered method runs on both offline datasets (full models, plus open-set models on
+# digits); the low-data path runs in the worker-process test with softmax only, to keep the
+# number of tiny models (each costs about 2 s of tracing) small as methods are added.
 TINY_PLAN = compare.Plan(robustness_samples=40, attack_epsilons=(0.05,), pgd_steps=2,
-                         low_data_fractions=(0.25,), corruption_severities=(1, 5))
+                         low_data_fractions=(), corruption_severities=(1, 5))
 
 
 def _standin_train(backbone, split, protocol, seed, context):
@@ -52,8 +59,9 @@ def standin():
 def digits_report(standin, tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
     lines = []
-    report = compare.run_compare(["digits"], None, [0], out_dir=str(out), log=lines.append,
-                                 plan=TINY_PLAN, epochs=1, command="keras-vc compare (test)")
+    report = compare.run_compare(["digits"], None, [0], TINY_PROTOCOL, str(out),
+                                 log=lines.append, plan=TINY_PLAN,
+                                 command="keras-vc compare (test)")
     return report, out, lines
 
 
@@ -62,8 +70,8 @@ def mnist1d_report(standin, tmp_path_factory):
     out = tmp_path_factory.mktemp("mnist1d")
     plan = compare.Plan(robustness_samples=40, attack_epsilons=(0.02, 0.05), pgd_steps=2,
                         low_data_fractions=(), open_set=False, corruption_severities=(3,))
-    report = compare.run_compare(["mnist1d"], None, [1], out_dir=str(out), log=lambda _: None,
-                                 plan=plan, epochs=1)
+    report = compare.run_compare(["mnist1d"], None, [1], TINY_PROTOCOL, str(out),
+                                 log=lambda _: None, plan=plan)
     return report, out
 
 
@@ -101,11 +109,11 @@ def test_digits_report_structure_and_ranges(digits_report):
     assert list(report["methods"]) == ["softmax", "standin"] + [
         m for m in methods_lib.ordered() if m not in ("softmax", "standin")]
     data = report["datasets"]["digits"]
-    assert data["configs"] == ["full", "open_set", "low_data_0.25"]
+    assert data["configs"] == ["full", "open_set"]
     assert set(data["ood_sets"]) == {"photo_patches", "held_out_classes"}
     assert data["kind"] == "image" and data["backbone"] == "mlp"
     assert data["protocol"]["epochs"] == 1 and data["protocol"]["jit_compile"] is False
-    assert len(data["runs"]) == len(report["methods"]) * 3
+    assert len(data["runs"]) == len(report["methods"]) * 2
     assert len(lines) == len(data["runs"]) + 1  # a header, then one line per model
     for run in data["runs"]:
         _check_figures(run["figures"], run["config"])
@@ -119,8 +127,6 @@ def test_digits_report_structure_and_ranges(digits_report):
     open_run = [r for r in data["runs"] if r["config"] == "open_set"][0]["figures"]
     assert set(open_run["ood"]) == {"held_out_classes"}
     assert data["sizes"]["open_set"]["train"] < data["sizes"]["full"]["train"]
-    assert data["sizes"]["low_data_0.25"]["train"] == pytest.approx(
-        0.25 * data["sizes"]["full"]["train"], abs=10)
 
 
 def test_every_method_of_a_seed_starts_from_the_same_backbone(digits_report):
@@ -156,7 +162,7 @@ def test_report_files(digits_report):
     markdown = open(os.path.join(out, "compare.md")).read()
     for heading in ("## digits", "### Calibration", "### Out-of-distribution detection",
                     "### Paired difference vs softmax", "### Adversarial robustness: accuracy",
-                    "### Corruptions: ECE", "### Low data", "### All OOD figures",
+                    "### Corruptions: ECE", "### Open-set models", "### All OOD figures",
                     "Digits is too easy for calibration claims", "Stand-in two-stage head"):
         assert heading in markdown, heading
     readme = open(os.path.join(out, "README_results.md")).read()
@@ -166,7 +172,7 @@ def test_report_files(digits_report):
     assert set(plots["reliability diagrams"]) == set(report["methods"])
     assert set(plots["OOD score histograms"]) == {"photo_patches", "held_out_classes"}
     files = [p for v in plots.values() for p in (v.values() if isinstance(v, dict) else [v])]
-    assert len(files) == len(report["methods"]) + 2 + 3
+    assert len(files) == len(report["methods"]) + 2 + 2  # no low-data plot here
     for name in files:
         assert os.path.getsize(os.path.join(out, name)) > 1000
 
@@ -186,25 +192,33 @@ def test_mnist1d_uses_the_cnn_and_shuffled_signals(mnist1d_report):
 
 
 def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
-    """The softmax runs of a second run, on 2 spawned worker processes and without the other
-    methods, equal those of the in-process run (same seed, same figures)."""
+    """A second run on 2 spawned worker processes, with softmax alone and a low-data config
+    added, gives the softmax model of the in-process run the same figures (same seed, same
+    report, whatever the scheduling and the other methods)."""
     report, _, _ = digits_report
     lines = []
-    again = compare.run_compare(["digits"], ["softmax"], [0], out_dir=str(tmp_path),
-                                log=lines.append, plan=TINY_PLAN, epochs=1, workers=2)
-    assert again["workers"] == 2 and len(lines) == 1 + 3  # worker lines reach the log
+    plan = dataclasses.replace(TINY_PLAN, open_set=False, low_data_fractions=(0.25,))
+    again = compare.run_compare(["digits"], ["softmax"], [0], TINY_PROTOCOL, str(tmp_path),
+                                log=lines.append, plan=plan, workers=2)
+    assert again["workers"] == 2 and len(lines) == 1 + 2  # worker lines reach the log
+    data = again["datasets"]["digits"]
+    assert data["configs"] == ["full", "low_data_0.25"]
+    low = [r for r in data["runs"] if r["config"] == "low_data_0.25"]
+    assert len(low) == 1 and set(low[0]["figures"]) >= {"calibration", "train_cpu_seconds"}
+    _check_figures(low[0]["figures"], "low_data_0.25")
+    assert data["sizes"]["low_data_0.25"]["train"] == pytest.approx(
+        0.25 * data["sizes"]["full"]["train"], abs=10)
+    assert "### Low data" in open(os.path.join(tmp_path, "compare.md")).read()
+    assert "accuracy / ECE vs training fraction" in data["plots"]
 
-    def softmax_figures(r):
-        return {run["config"]: compare.flatten(run["figures"])
-                for run in r["datasets"]["digits"]["runs"] if run["method"] == "softmax"}
+    def softmax_full(r):
+        return [compare.flatten(run["figures"]) for run in r["datasets"]["digits"]["runs"]
+                if run["method"] == "softmax" and run["config"] == "full"][0]
 
-    first, second = softmax_figures(report), softmax_figures(again)
-    assert list(first) == list(second) == ["full", "open_set", "low_data_0.25"]
-    for config in first:
-        keys = [k for k in first[config] if not k.endswith("_seconds")]
-        assert keys == [k for k in second[config] if not k.endswith("_seconds")]
-        np.testing.assert_allclose([first[config][k] for k in keys],
-                                   [second[config][k] for k in keys], atol=1e-5, err_msg=config)
+    first, second = softmax_full(report), softmax_full(again)
+    keys = [k for k in first if not k.endswith("_seconds")]
+    assert keys == [k for k in second if not k.endswith("_seconds")]
+    np.testing.assert_allclose([first[k] for k in keys], [second[k] for k in keys], atol=1e-5)
 
 
 def test_paired_differences_by_hand():

@@ -138,16 +138,18 @@ def test_severity_zero_is_the_identity_and_outputs_stay_in_range(kind):
 
 def test_value_corruptions_match_their_formulas():
     x, (low, high) = SIGNALS, SIGNAL_RANGE
-    width = high - low
     scaled = corruptions.corrupt(x, "scale", 2, (low, high))
     np.testing.assert_allclose(scaled, 0.65 * x, atol=1e-6)  # background 0 for signals
-    offset = corruptions.corrupt(x, "offset", 4, (low, high), seed=0)
-    inside = (x + 0.2 * width < high) & (x - 0.2 * width > low)
-    np.testing.assert_allclose(np.abs(offset - x)[inside], 0.2 * width, atol=1e-5)
+    offset = corruptions.corrupt(x, "offset", 4, (low, high), seed=0, value_std=2.0)
+    inside = (x + 1.0 < high) & (x - 1.0 > low)
+    np.testing.assert_allclose(np.abs(offset - x)[inside], 0.5 * 2.0, atol=1e-5)
     per_input = np.sign((offset - x).reshape(len(x), -1).sum(axis=1))
     assert {-1.0, 1.0} <= set(per_input.tolist())
-    noisy = corruptions.corrupt(np.zeros((200, 40, 1)), "gaussian_noise", 5, (-30.0, 30.0), seed=0)
-    assert abs(noisy.std() - 0.15 * 60) < 0.2
+    zeros = np.zeros((200, 40, 1))
+    noisy = corruptions.corrupt(zeros, "gaussian_noise", 5, (-30.0, 30.0), seed=0, value_std=4.0)
+    assert abs(noisy.std() - 1.5 * 4.0) < 0.1
+    by_default = corruptions.corrupt(x, "gaussian_noise", 4, (-30.0, 30.0), seed=0)
+    assert abs((by_default - x).std() - x.std()) < 0.02  # the batch's own std by default
     images = IMAGES
     dropped = corruptions.corrupt(images, "dropout", 5, (0.0, 1.0), seed=0)
     fraction = np.mean((dropped == 0) & (images != 0))
@@ -155,32 +157,43 @@ def test_value_corruptions_match_their_formulas():
     contrast = corruptions.corrupt(images, "contrast", 3, (0.0, 1.0))
     mean = images.mean(axis=(1, 2, 3), keepdims=True)
     np.testing.assert_allclose(contrast, mean + 0.45 * (images - mean), atol=1e-6)
+    with pytest.raises(ValueError, match="value_std"):
+        corruptions.corrupt(x, "offset", 1, (low, high), value_std=-1.0)
 
 
-def test_shift_translates_with_background_fill():
+def test_shift_translates_with_interpolation_and_background_fill():
     x = np.arange(1, 41, dtype="float32").reshape(1, 40, 1)
-    y = corruptions.corrupt(x, "shift", 2, (0.0, 40.0), seed=0)[0, :, 0]  # 4 positions
+    y = corruptions.corrupt(x, "shift", 2, (0.0, 40.0), seed=0)[0, :, 0]  # 0.1 * 40 = 4
     right = np.r_[np.zeros(4), np.arange(1, 37)]
     left = np.r_[np.arange(5, 41), np.zeros(4)]
-    assert np.array_equal(y, right) or np.array_equal(y, left)
+    assert np.allclose(y, right, atol=1e-5) or np.allclose(y, left, atol=1e-5)
+    half = corruptions.corrupt(x, "shift", 1, (0.0, 40.0), seed=0)[0, 5:-5, 0]  # 2 positions
+    assert np.allclose(np.abs(half - x[0, 5:-5, 0]), 2.0, atol=1e-5)
+    image = np.zeros((1, 10, 10, 1), dtype="float32")
+    image[0, 4:6, 4:6, 0] = 1.0
+    moved = corruptions.corrupt(image, "shift", 5, (0.0, 1.0), seed=0)[0, :, :, 0]
+    rows, cols = np.indices(moved.shape)
+    step = 0.25 * 10 / np.sqrt(2)  # along each axis
+    assert abs(abs((rows * moved).sum() / moved.sum() - 4.5) - step) < 1e-4
+    assert abs(abs((cols * moved).sum() / moved.sum() - 4.5) - step) < 1e-4
 
 
 def test_blur_keeps_the_mass_of_an_interior_impulse():
     x = np.zeros((1, 40, 1), dtype="float32")
     x[0, 20, 0] = 1.0
     y = corruptions.corrupt(x, "blur", 5, (0.0, 1.0))[0, :, 0]
-    expected = np.exp(-0.5 * (np.arange(40) - 20) ** 2 / 2.0 ** 2)
+    expected = np.exp(-0.5 * (np.arange(40) - 20) ** 2 / 1.3 ** 2)
     np.testing.assert_allclose(y, expected / expected.sum(), atol=1e-3)
 
 
 def test_rotation_turns_an_off_centre_spot_by_the_severity_angle():
     x = np.zeros((1, 21, 21, 1), dtype="float32")
     x[0, 10, 16, 0] = 1.0  # 6 pixels right of the centre (10, 10)
-    y = corruptions.corrupt(x, "rotation", 5, (0.0, 1.0), seed=0)[0, :, :, 0]  # +-60 degrees
+    y = corruptions.corrupt(x, "rotation", 5, (0.0, 1.0), seed=0)[0, :, :, 0]  # +-30 degrees
     rows, cols = np.indices(y.shape)
     centre_row, centre_col = (rows * y).sum() / y.sum(), (cols * y).sum() / y.sum()
-    assert abs(centre_col - (10 + 6 * np.cos(np.pi / 3))) < 0.5
-    assert abs(abs(centre_row - 10) - 6 * np.sin(np.pi / 3)) < 0.5
+    assert abs(centre_col - (10 + 6 * np.cos(np.pi / 6))) < 0.3
+    assert abs(abs(centre_row - 10) - 6 * np.sin(np.pi / 6)) < 0.3
 
 
 def test_corrupt_all_draws_each_pair_independently():

@@ -40,14 +40,15 @@ def _csv(text):
 def _fractions(text):
     if text.strip().lower() == "none":
         return ()
+    expected = "expected fractions in (0, 1] or 'none', got"
     values = []
     for item in _csv(text):
         try:
             value = float(item)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {text!r}")
+            raise argparse.ArgumentTypeError(f"{expected} {text!r}")
         if not 0 < value <= 1:
-            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {value}")
+            raise argparse.ArgumentTypeError(f"{expected} {value}")
         values.append(value)
     return tuple(values)
 

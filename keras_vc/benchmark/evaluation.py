@@ -6,8 +6,6 @@ the validation split (never on test). The math comes from :mod:`keras_vc.metrics
 :mod:`keras_vc.calibration`, :mod:`keras_vc.scores` and :mod:`keras_vc.robustness`.
 """
 
-import weakref
-
 import keras
 import numpy as np
 
@@ -21,28 +19,17 @@ CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
 TEMPERATURE_OBJECTIVE = "nll"
 PREDICT_BATCH = 2048
 
-_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
 def predict_logits(model, x):
     """float64 logits of ``model(x, training=False)``, in batches of :data:`PREDICT_BATCH`.
 
-    One ``tf.function`` per model with an unknown batch dimension: traced once, whatever the
-    number of inputs (``model.predict`` retraces for a new last-batch size, and under XLA that
-    costs a compilation each time).
+    Eager calls: nothing to trace or compile per model (``model.predict`` traces a function per
+    model, and retraces, or recompiles under XLA, for every new last-batch size), and for these
+    small models the per-call overhead is negligible next to the batch.
     """
-    import tensorflow as tf
-
     x = np.asarray(x, dtype=np.float32)
-    function = _PREDICT_FUNCTIONS.get(model)
-    if function is None:
-        model_ref = weakref.ref(model)
-        spec = tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32)
-        function = tf.function(lambda inputs: model_ref()(inputs, training=False),
-                               input_signature=[spec])
-        _PREDICT_FUNCTIONS[model] = function
-    outputs = [np.asarray(function(x[start:start + PREDICT_BATCH]), dtype=np.float64)
-               for start in range(0, x.shape[0], PREDICT_BATCH)]
+    outputs = [np.asarray(keras.ops.convert_to_numpy(
+        model(x[start:start + PREDICT_BATCH], training=False)), dtype=np.float64)
+        for start in range(0, x.shape[0], PREDICT_BATCH)]
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0))
     if logits.ndim != 2:
         raise ValueError(f"the model must output logits of shape (n, K), got {logits.shape}")

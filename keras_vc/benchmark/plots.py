@@ -140,7 +140,10 @@ def low_data_plot(report, name, out_dir):
             ax.fill_between(x, np.asarray(means) - stds, np.asarray(means) + stds,
                             color=line.get_color(), alpha=0.15)
         ax.set_xscale("log")
-        ax.set_xlabel("fraction of the training split")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{100 * f:g}%" for f in x])
+        ax.minorticks_off()
+        ax.set_xlabel("share of the training split")
         ax.set_title(title)
     figure.axes[0].legend(fontsize=7)
     figure.suptitle(f"{name}: low data", fontsize=10)

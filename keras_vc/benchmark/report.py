@@ -56,11 +56,16 @@ def _bound_flag(summary_entry):
     return ""
 
 
-def calibration_table(report, name, config="full"):
+FULL_CALIBRATION_COLUMNS = (("accuracy", "accuracy"), ("ece", "ECE"), ("ece_ts", "ECE (TS)"),
+                            ("mce", "MCE"), ("nll", "NLL"), ("nll_ts", "NLL (TS)"),
+                            ("brier", "Brier"), ("brier_ts", "Brier (TS)"), ("temperature", "T"))
+SHORT_CALIBRATION_COLUMNS = (("accuracy", "accuracy"), ("ece", "ECE"), ("ece_ts", "ECE (TS)"),
+                             ("nll", "NLL"), ("nll_ts", "NLL (TS)"), ("brier", "Brier"))
+
+
+def calibration_table(report, name, config="full", columns=FULL_CALIBRATION_COLUMNS):
+    """One row per method: the test calibration figures of one config (mean ± std)."""
     data = report["datasets"][name]
-    columns = [("accuracy", "accuracy"), ("ece", "ECE"), ("ece_ts", "ECE (TS)"), ("mce", "MCE"),
-               ("nll", "NLL"), ("nll_ts", "NLL (TS)"), ("brier", "Brier"),
-               ("brier_ts", "Brier (TS)"), ("temperature", "T")]
     rows = []
     for method, entry in data["summary"].get(config, {}).items():
         rows.append([_title(report, method) + _bound_flag(entry)]
@@ -201,7 +206,7 @@ def _protocol_lines(report):
         lines.append(
             f"- **{name}**: backbone `{data['backbone']}` + each method's head; "
             f"{p['optimizer']} (learning rate {p['learning_rate']:g}), {p['epochs']} epochs, "
-            f"batch {p['batch_size']}, no early stopping, XLA {'on' if p['jit_compile'] else 'off'}"
+            f"batch {p['batch_size']}, no early stopping, no weight decay, no augmentation"
             f"; split sizes {data['sizes'].get('full', {})}.")
     return lines
 
@@ -229,6 +234,28 @@ def _plan_line(report):
             f"training split (stratified, nested).")
 
 
+def _timing_line(report):
+    timing = report.get("timing")
+    if not timing:
+        return ""
+    return (f"Time: {timing['load_seconds']:.0f} s loading data, {timing['tasks_seconds']:.0f} s "
+            f"training and evaluating ({timing['model_cpu_seconds']:.0f} CPU seconds in the "
+            f"models), {timing['report_seconds']:.0f} s writing the reports and plots.")
+
+
+def _cpu_line(data):
+    by_config = {}
+    for run in data["runs"]:
+        cpu = run["figures"]["train_cpu_seconds"] + run["figures"]["eval_cpu_seconds"]
+        by_config.setdefault(run["config"], {}).setdefault(run["method"], []).append(cpu)
+    parts = []
+    for config, by_method in by_config.items():
+        cells = ", ".join(f"{method} {sum(v) / len(v):.1f}" for method, v in by_method.items())
+        parts.append(f"{config}: {cells}")
+    return ("CPU seconds per model (training + evaluation, mean over seeds; one TensorFlow "
+            "thread): " + "; ".join(parts) + ".")
+
+
 def format_markdown(report):
     """The full Markdown report (``compare.md``)."""
     lines = [
@@ -237,6 +264,8 @@ def format_markdown(report):
         f"Date: {report['date']}. Machine: {report['machine']}. Command: `{report['command']}` "
         f"({report.get('wall_seconds', 0) / 60:.1f} min wall on {report['workers']} worker "
         f"process(es)).",
+        "",
+        _timing_line(report),
         "",
         "## Protocol",
         "",
@@ -292,58 +321,69 @@ def format_markdown(report):
                   if isinstance(paths, dict) else f"- {title}: [{paths}]({paths})"
                   for title, paths in data["plots"].items()]
         lines += ["", "### All OOD figures", "", ood_appendix(report, name), ""]
-        seconds = [r["figures"]["train_seconds"] for r in data["runs"]]
-        lines += [f"Training time: {sum(seconds):.0f} s over {len(seconds)} models "
-                  f"(sum over workers).", ""]
+        lines += [_cpu_line(data), ""]
     return "\n".join(lines) + "\n"
+
+
+def _middle_epsilon(report):
+    epsilons = sorted(report["plan"]["attack_epsilons"])
+    return f"{epsilons[len(epsilons) // 2]:g}" if epsilons else None
 
 
 def format_readme_section(report):
     """A ready-to-paste README "Results" section (``README_results.md``)."""
+    out = report.get("out_dir", "reports")
     lines = [
         "## Results",
         "",
-        f"`{report['command']}` (what `make demo` runs), {report['date'][:10]}, on "
-        f"{report['machine']}; {report.get('wall_seconds', 0) / 60:.1f} min wall on "
-        f"{report['workers']} worker process(es). Mean ± std over seeds {report['seeds']}; "
-        "paired differences are against the softmax model of the same seed (same split, same "
-        "backbone initialisation), with the number of seeds in which the sign held. The full "
-        "report with every table and plot is `reports/compare.md`; every raw figure is in "
-        "`reports/compare.json`.",
+        f"Produced by `{report['command']}` on {report['date'][:10]} on {report['machine']}: "
+        f"{report.get('wall_seconds', 0) / 60:.1f} min wall on {report['workers']} worker "
+        f"process(es). Mean ± std over seeds {report['seeds']}; paired differences are against "
+        "the softmax model of the same seed (same split, same backbone initialisation, same "
+        "batches), with the number of seeds in which the sign held. Every table and plot is in "
+        f"`{out}/compare.md`, every raw figure in `{out}/compare.json`.",
         "",
         *_protocol_lines(report),
         "",
-        "Scored probabilities: " + "; ".join(
+        "Scored probabilities (what each model outputs by default, temperature 1): " + "; ".join(
             f"{m['title']}: {m['probabilities'] or 'softmax of the logits'}"
             for m in report["methods"].values()) + ". ECE: 15 equal-width bins; (TS): after "
-        "temperature scaling fitted on the validation split.",
+        "one temperature fitted on the validation split by NLL.",
     ]
+    eps = _middle_epsilon(report)
+    severity = str(max(report["plan"]["corruption_severities"], default=0))
+    low_key, low_label = low_data_key(report), low_data_label(report)
     for name, data in report["datasets"].items():
         lines += ["", f"### {name} ({data['backbone']})", ""]
         if data["note"]:
             lines += [data["note"], ""]
-        lines += [calibration_table(report, name), "", "OOD detection (AUROC):", "",
+        lines += [calibration_table(report, name, columns=SHORT_CALIBRATION_COLUMNS), "",
+                  "OOD detection, AUROC (each method's score; MSP alongside):", "",
                   ood_table(report, name), ""]
         paired = paired_table(report, name)
         if paired:
-            lines += ["Paired difference vs softmax:", "", paired, ""]
-        eps = f"{max(report['plan']['attack_epsilons']):g}"
-        severity = str(max(report["plan"]["corruption_severities"]))
+            lines += ["Paired difference vs softmax (seeds where the sign held):", "", paired, ""]
+        if "full" not in data["summary"] or eps is None:
+            continue
+        header = ["method", f"PGD ε={eps} acc", f"PGD ε={eps} ECE",
+                  f"corrupted (severity {severity}) acc", f"corrupted (severity {severity}) ECE"]
+        if low_key:
+            header.append(f"{low_label} data acc")
         rows = []
-        for method, entry in data["summary"].get("full", {}).items():
-            rows.append([report["methods"][method]["title"],
-                         _cell(entry.get(f"adversarial.pgd.{eps}.accuracy")),
-                         _cell(entry.get(f"corruptions.mean.{severity}.accuracy")),
-                         _cell(entry.get(f"corruptions.mean.{severity}.ece")),
-                         _cell(data["summary"].get(
-                             low_data_key(report), {}).get(method, {}).get(
-                             "calibration.accuracy"))])
-        lines += [f"Robustness: accuracy under PGD at ε = {eps} of the input range; mean "
-                  f"accuracy and ECE over corruptions at severity {severity}; accuracy when "
-                  f"trained on {low_data_label(report)} of the training data.", "",
-                  _table(["method", f"PGD ε={eps} acc", f"corrupted (s{severity}) acc",
-                          f"corrupted (s{severity}) ECE", f"{low_data_label(report)} data acc"],
-                         rows), ""]
+        for method, entry in data["summary"]["full"].items():
+            row = [report["methods"][method]["title"],
+                   _cell(entry.get(f"adversarial.pgd.{eps}.accuracy")),
+                   _cell(entry.get(f"adversarial.pgd.{eps}.ece")),
+                   _cell(entry.get(f"corruptions.mean.{severity}.accuracy")),
+                   _cell(entry.get(f"corruptions.mean.{severity}.ece"))]
+            if low_key:
+                row.append(_cell(data["summary"].get(low_key, {}).get(method, {}).get(
+                    "calibration.accuracy")))
+            rows.append(row)
+        lines += [f"Robustness: PGD at ε = {eps} of the input range; the mean over "
+                  f"{len(data['corruptions'])} corruptions at severity {severity}"
+                  + (f"; accuracy when trained on {low_label} of the training split" if low_key
+                     else "") + ".", "", _table(header, rows), ""]
     return "\n".join(lines) + "\n"
 
 

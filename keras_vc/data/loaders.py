@@ -190,7 +190,8 @@ def load_folder(path, image_size=(32, 32), color_mode="rgb"):
             images.append(image)
             labels.append(label)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error).strip()
+        first_line = text.splitlines()[0] if text else type(error).__name__
         raise DatasetError(f"folder {path!r} could not be read: {first_line}") from None
     if not images:
         raise DatasetError(f"folder {path!r} holds no readable images.")

@@ -10,8 +10,7 @@ The loss is the softmax cross-entropy of the model's output logits, and the grad
 through the model exactly as trained (``training=False``, no temperature, no smoothing), so a
 head whose logits saturate is attacked through its real gradient. The per-sample losses are
 summed, so every input gets the gradient of its own loss whatever the batch size. Gradients come
-from TensorFlow's ``tf.GradientTape`` inside a ``tf.function`` traced once per model (the
-package runs on the TensorFlow backend).
+from TensorFlow's ``tf.GradientTape`` (the package runs on the TensorFlow backend).
 
 Example:
     >>> import keras, numpy as np
@@ -23,36 +22,26 @@ Example:
     True
 """
 
-import weakref
-
 import keras
 import numpy as np
 
 from keras_vc import _validation
 
-_GRADIENT_FUNCTIONS = weakref.WeakKeyDictionary()
+def _input_gradient(model, x, y):
+    """Gradient of the summed cross-entropy of ``model(x)`` with respect to ``x``.
 
-
-def _input_gradient_function(model):
-    """``grad(x, y)``: gradient of the summed cross-entropy w.r.t. x, cached per model."""
-    function = _GRADIENT_FUNCTIONS.get(model)
-    if function is not None:
-        return function
+    Eager ``tf.GradientTape``: for the small models of the benchmark a traced function costs more
+    to trace than it saves, and for large models the computation dominates either way.
+    """
     import tensorflow as tf
 
-    model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-    @tf.function(reduce_retracing=True)
-    def function(x, y):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(model_ref()(x, training=False), tf.float32)
-            losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            loss = tf.reduce_sum(losses)
-        return tape.gradient(loss, x)
-
-    _GRADIENT_FUNCTIONS[model] = function
-    return function
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = tf.cast(model(x, training=False), tf.float32)
+        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        loss = tf.reduce_sum(losses)
+    return tape.gradient(loss, x)
 
 
 def _check_inputs(model, x, y, epsilon, value_range, batch_size):
@@ -79,11 +68,11 @@ def _check_inputs(model, x, y, epsilon, value_range, batch_size):
     return x, y.astype(np.int64), epsilon, value_range, batch_size
 
 
-def _gradient_sign(gradient_fn, x, y, batch_size):
+def _gradient_sign(model, x, y, batch_size):
     signs = np.empty_like(x)
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
-        gradient = gradient_fn(x[start:stop], y[start:stop])
+        gradient = _input_gradient(model, x[start:stop], y[start:stop])
         signs[start:stop] = np.sign(np.asarray(gradient))
     return signs
 
@@ -110,7 +99,7 @@ def fgsm(model, x, y, epsilon, value_range=None, batch_size=256):
     """
     x, y, epsilon, value_range, batch_size = _check_inputs(model, x, y, epsilon, value_range,
                                                           batch_size)
-    signs = _gradient_sign(_input_gradient_function(model), x, y, batch_size)
+    signs = _gradient_sign(model, x, y, batch_size)
     return _clip(x + np.float32(epsilon) * signs, value_range).astype(np.float32)
 
 
@@ -143,7 +132,6 @@ def pgd(model, x, y, epsilon, steps=10, step_size=None, random_start=True, value
     seed = _validation.check_int(seed, "seed", minimum=0)
     if not isinstance(random_start, bool):
         raise ValueError(f"`random_start` must be True or False, got {random_start!r}.")
-    gradient_fn = _input_gradient_function(model)
     low, high = x - np.float32(epsilon), x + np.float32(epsilon)
     x_adv = x.copy()
     if random_start and epsilon > 0:
@@ -151,7 +139,7 @@ def pgd(model, x, y, epsilon, steps=10, step_size=None, random_start=True, value
         x_adv = x + rng.uniform(-epsilon, epsilon, size=x.shape).astype(np.float32)
         x_adv = _clip(np.clip(x_adv, low, high), value_range)
     for _ in range(steps):
-        signs = _gradient_sign(gradient_fn, x_adv, y, batch_size)
+        signs = _gradient_sign(model, x_adv, y, batch_size)
         x_adv = x_adv + np.float32(step_size) * signs
         x_adv = _clip(np.clip(x_adv, low, high), value_range)
     return x_adv.astype(np.float32)

@@ -1,27 +1,30 @@
 """Input corruptions at five severities, in the style of CIFAR-10-C (Hendrycks & Dietterich 2019).
 
 Every corruption takes a batch ``(n, ...)``, a severity in 0-5 (0 returns the input unchanged)
-and the dataset's ``value_range = (low, high)``; strengths are relative to the range width
-``r = high - low`` or to the input size, so the same severity means the same thing on digits
-in [0, 1] and on MNIST-1D signals in about [-5, 5]. Outputs are clipped to ``value_range``. The
-"background" value is ``b = clip(0, low, high)`` (black pixels, a zero signal).
+and the dataset's ``value_range = (low, high)``. Additive strengths are relative to the standard
+deviation ``sd`` of the values (``value_std``, by default that of the batch), so that a severity
+means a similar signal-to-noise ratio on digits in [0, 1] and on MNIST-1D signals (values in
+about [-5, 5], most within +-1); geometric strengths are in positions or relative to the input
+size. Outputs are clipped to ``value_range``. The "background" value is
+``b = clip(0, low, high)`` (black pixels, a zero signal).
 
 Corruptions (parameters for severities 1-5; the inputs they apply to):
 
-* ``gaussian_noise``: ``x + N(0, (s r)^2)``, s = 0.02, 0.04, 0.07, 0.10, 0.15 (all inputs).
-* ``blur``: Gaussian blur along the spatial axes, sigma = 0.5, 0.75, 1, 1.5, 2 positions
+* ``gaussian_noise``: ``x + N(0, (s sd)^2)``, s = 0.25, 0.5, 0.75, 1, 1.5 (all inputs).
+* ``blur``: Gaussian blur along the spatial axes, sigma = 0.3, 0.5, 0.7, 1, 1.3 positions
   (signals, images).
 * ``scale``: ``b + f (x - b)``, values scaled towards the background, f = 0.8, 0.65, 0.5, 0.35,
   0.2 (all inputs).
-* ``offset``: ``x +- c r`` with a random sign per input, c = 0.05, 0.1, 0.15, 0.2, 0.3 (all).
-* ``shift``: translation by ``max(1, round(t L))`` positions along each spatial axis of size L,
-  in a random direction per input and axis, t = 0.05, 0.1, 0.15, 0.2, 0.25; vacated positions
-  take the background value (signals, images).
+* ``offset``: ``x +- c sd`` with a random sign per input, c = 0.1, 0.2, 0.35, 0.5, 0.75 (all).
+* ``shift``: translation by ``t L`` positions (linear interpolation, so fractions of a position
+  count) in a random diagonal direction per input (``+- t L / sqrt(d)`` along each of the ``d``
+  spatial axes), L the mean spatial size, t = 0.05, 0.1, 0.15, 0.2, 0.25; vacated positions take
+  the background value (signals, images).
 * ``dropout``: each value set to the background with probability p = 0.05, 0.1, 0.2, 0.3, 0.45
   (all inputs).
 * ``contrast``: ``m + c (x - m)`` with m the input's mean, c = 0.75, 0.6, 0.45, 0.3, 0.15
   (images).
-* ``rotation``: rotation by +-d degrees (bilinear, background fill), d = 10, 20, 30, 45, 60
+* ``rotation``: rotation by +-d degrees (bilinear, background fill), d = 5, 10, 15, 20, 30
   (images).
 
 The CIFAR-10-C parameters themselves are tuned to 32x32 photos; these are chosen so that
@@ -59,22 +62,22 @@ class Corruption:
 CORRUPTIONS = {
     c.name: c
     for c in (
-        Corruption("gaussian_noise", "additive Gaussian noise, std = s x range",
-                   (0.02, 0.04, 0.07, 0.10, 0.15), ("vector", "signal", "image")),
+        Corruption("gaussian_noise", "additive Gaussian noise, std = s x value std",
+                   (0.25, 0.5, 0.75, 1.0, 1.5), ("vector", "signal", "image")),
         Corruption("blur", "Gaussian blur, sigma in positions",
-                   (0.5, 0.75, 1.0, 1.5, 2.0), ("signal", "image")),
+                   (0.3, 0.5, 0.7, 1.0, 1.3), ("signal", "image")),
         Corruption("scale", "values scaled towards the background by f",
                    (0.8, 0.65, 0.5, 0.35, 0.2), ("vector", "signal", "image")),
-        Corruption("offset", "values offset by +-c x range",
-                   (0.05, 0.1, 0.15, 0.2, 0.3), ("vector", "signal", "image")),
-        Corruption("shift", "translation by a fraction t of the size",
+        Corruption("offset", "values offset by +-c x value std",
+                   (0.1, 0.2, 0.35, 0.5, 0.75), ("vector", "signal", "image")),
+        Corruption("shift", "translation by a fraction t of the size (interpolated)",
                    (0.05, 0.1, 0.15, 0.2, 0.25), ("signal", "image")),
         Corruption("dropout", "values set to the background with probability p",
                    (0.05, 0.1, 0.2, 0.3, 0.45), ("vector", "signal", "image")),
         Corruption("contrast", "contrast scaled by c around the image mean",
                    (0.75, 0.6, 0.45, 0.3, 0.15), ("image",)),
         Corruption("rotation", "rotation by +-d degrees",
-                   (10.0, 20.0, 30.0, 45.0, 60.0), ("image",)),
+                   (5.0, 10.0, 15.0, 20.0, 30.0), ("image",)),
     )
 }
 
@@ -95,22 +98,16 @@ def _random_signs(rng, shape):
 
 
 def _shift(x, fraction, background, rng):
-    out = np.full_like(x, background)
     axes = _spatial_axes(x)
-    amounts = [min(x.shape[a], max(1, int(round(fraction * x.shape[a])))) for a in axes]
+    size = float(np.mean([x.shape[a] for a in axes]))
+    amount = fraction * size / np.sqrt(len(axes))
     signs = _random_signs(rng, (x.shape[0], len(axes)))
+    out = np.empty_like(x)
     for pattern in np.unique(signs, axis=0):
         members = np.flatnonzero(np.all(signs == pattern, axis=1))
-        source, target = [members], [members]
-        for axis, amount, sign in zip(axes, amounts, pattern):
-            size = x.shape[axis]
-            if sign > 0:  # the content moves towards higher indices
-                source.append(slice(0, size - amount))
-                target.append(slice(amount, size))
-            else:
-                source.append(slice(amount, size))
-                target.append(slice(0, size - amount))
-        out[tuple(target)] = x[tuple(source)]
+        shift = [0.0] + [float(sign) * amount for sign in pattern] + [0.0]
+        out[members] = ndimage.shift(x[members], shift, order=1, mode="constant",
+                                     cval=background)
     return out
 
 
@@ -125,7 +122,7 @@ def _rotate(x, degrees, background, rng):
     return out
 
 
-def corrupt(x, corruption, severity, value_range=None, seed=0):
+def corrupt(x, corruption, severity, value_range=None, seed=0, value_std=None):
     """Applies one corruption at one severity to a batch of inputs.
 
     Args:
@@ -136,6 +133,8 @@ def corrupt(x, corruption, severity, value_range=None, seed=0):
         severity: integer in 0-5; 0 returns a copy of ``x``.
         value_range: ``(low, high)`` of the dataset's values (default: the range of ``x``).
         seed: non-negative integer; fixes the noise, signs and dropout masks.
+        value_std: standard deviation of the dataset's values, the unit of ``gaussian_noise``
+            and ``offset`` (default: the standard deviation of ``x``).
 
     Returns:
         float32 array of the shape of ``x``, values in ``value_range``.
@@ -161,14 +160,16 @@ def corrupt(x, corruption, severity, value_range=None, seed=0):
     high = _validation.check_float(value_range[1], "value_range[1]")
     if not high > low:
         raise ValueError(f"`value_range` must have high > low, got {value_range!r}.")
+    if value_std is None:
+        value_std = float(x.std())
+    value_std = _validation.check_float(value_std, "value_std", minimum=0.0)
     if severity == 0:
         return x.astype(np.float32)
-    width = high - low
     background = float(np.clip(0.0, low, high))
     p = spec.parameters[severity - 1]
     rng = np.random.default_rng(seed)
     if corruption == "gaussian_noise":
-        y = x + rng.normal(0.0, p * width, size=x.shape)
+        y = x + rng.normal(0.0, p * value_std, size=x.shape)
     elif corruption == "blur":
         sigma = [0.0] + [p] * (x.ndim - 2) + [0.0]
         y = ndimage.gaussian_filter(x, sigma=sigma, mode="constant", cval=background)
@@ -176,7 +177,7 @@ def corrupt(x, corruption, severity, value_range=None, seed=0):
         y = background + p * (x - background)
     elif corruption == "offset":
         signs = _random_signs(rng, x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
-        y = x + signs * p * width
+        y = x + signs * p * value_std
     elif corruption == "shift":
         y = _shift(x, p, background, rng)
     elif corruption == "dropout":
@@ -190,7 +191,7 @@ def corrupt(x, corruption, severity, value_range=None, seed=0):
 
 
 def corrupt_all(x, value_range=None, seed=0, corruptions=None,
-                severities=tuple(range(1, NUM_SEVERITIES + 1))):
+                severities=tuple(range(1, NUM_SEVERITIES + 1)), value_std=None):
     """Every applicable corruption at every severity: ``{(name, severity): corrupted x}``.
 
     Each (corruption, severity) pair draws its randomness from its own seed derived from
@@ -202,11 +203,14 @@ def corrupt_all(x, value_range=None, seed=0, corruptions=None,
         seed: non-negative integer.
         corruptions: names (default: every corruption that applies to ``x``).
         severities: severities to apply (each in 0-5).
+        value_std: the unit of the additive corruptions (default: the std of ``x``).
 
     Returns:
         dict mapping ``(name, severity)`` to a float32 array of the shape of ``x``.
     """
     seed = _validation.check_int(seed, "seed", minimum=0)
+    if value_std is None:
+        value_std = float(np.std(x))
     names = available_corruptions(np.asarray(x)) if corruptions is None else tuple(corruptions)
     order = tuple(CORRUPTIONS)
     result = {}
@@ -214,5 +218,6 @@ def corrupt_all(x, value_range=None, seed=0, corruptions=None,
         _validation.check_choice(name, "corruptions", order)
         for severity in severities:
             pair_seed = seed * 1000 + order.index(name) * 10 + int(severity)
-            result[(name, int(severity))] = corrupt(x, name, severity, value_range, pair_seed)
+            result[(name, int(severity))] = corrupt(x, name, severity, value_range, pair_seed,
+                                                    value_std)
     return result
