@@ -160,10 +160,18 @@ def test_gaussian_encoder(hidden_units, variance):
         for layer in encoder.log_variance_network:
             raw = _np(layer(raw))
         np.testing.assert_allclose(lv, -np.logaddexp(0.0, -raw), rtol=1e-5, atol=1e-6)
+        hidden = np.maximum(features @ _np(encoder.mean_network[0].kernel)
+                            + _np(encoder.mean_network[0].bias), 0.0)
+        expected_mean = hidden @ _np(encoder.mean_network[1].kernel) + _np(
+            encoder.mean_network[1].bias)
         assert len(encoder.trainable_weights) == 8  # two MLPs, 2 Dense layers each
     else:
-        assert np.all(np.abs(lv) < 10.0)
-        assert len(encoder.trainable_weights) == 4
+        outputs = features @ _np(encoder.projection.kernel) + _np(encoder.projection.bias)
+        expected_mean = outputs[:, :3]
+        np.testing.assert_allclose(lv, 10.0 * np.tanh(outputs[:, 3:] / 10.0), rtol=1e-5,
+                                   atol=1e-5)
+        assert len(encoder.trainable_weights) == 2  # one (4, 2 * 3) projection
+    np.testing.assert_allclose(_np(mean), expected_mean, rtol=1e-5, atol=1e-5)
     z = encoder.sample(mean, log_variance, num_samples=2)
     assert tuple(z.shape) == (2, 6, 3)
     q = encoder.distribution(mean, log_variance)

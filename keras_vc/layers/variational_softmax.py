@@ -84,9 +84,12 @@ class VariationalSoftmax(keras.layers.Layer):
 
         CE(logits, y) + beta * KL(q(z | x) || p(z | y)) + consistency_weight * T(z, y)
 
-    - ``KL`` is the closed form between the two diagonal Gaussians (lower variance than the
-      reference's one-sample estimate); with a deterministic latent, whose entropy is a constant,
-      it is the reference's ``-log p(z | y)``.
+    - ``KL`` is estimated as ``-log p(z | y) - H(q(z | x))``: the cross-entropy part with the
+      training draw z (its value is already in the logits, so it costs nothing), the entropy
+      in closed form. This is the ELBO's usual one-sample estimate; the closed-form pairwise KL
+      (:func:`keras_vc.ops.gaussian.pairwise_kl_divergence`) has the same expectation and a lower
+      variance but three more (B, D) x (D, K) products per step. With a deterministic latent,
+      whose entropy is a constant, the term is the reference's ``-log p(z | y)``.
     - ``T(z, y) = w_y . z + b_y`` is the reference's per-class linear density-ratio
       discriminator ("Discriminators_1l"). Trained with logistic loss to tell encoder latents
       (label 1) from prior samples ``z~ ~ p(z | y)`` (label 0), its optimum is
@@ -104,7 +107,7 @@ class VariationalSoftmax(keras.layers.Layer):
     **How labels reach the label-dependent terms.** A Keras layer does not see labels. In
     training mode the layer computes every label-dependent quantity for *all* K classes as
     (batch, K) tensors, which costs only (D, K) matrix products because the discriminator is
-    linear per class: ``kl[i, k] = beta * KL(q(z | x_i) || p(z | k))``,
+    linear per class: ``kl[i, k] = beta * (-log p(z_i | k) - H(q(z | x_i)))``,
     ``consistency[i, k] = consistency_weight * T(z_i, k)`` and
     ``discriminator[i, k] = softplus(-T(z_i, k)) + softplus(T(z~_ik, k))`` with
     ``z~_ik = mu_k + sigma_k * eps_i``. It attaches them to the logits tensor it returns (as
@@ -307,10 +310,7 @@ class VariationalSoftmax(keras.layers.Layer):
         num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
         mean, log_variance = self.encode(inputs)
         if training:
-            z = mean if log_variance is None else gaussian.sample(
-                mean, log_variance, self.seed_generator)
-            logits = self.joint_log_density(z)
-            terms = self._training_terms(z, mean, log_variance, logits)
+            logits, terms = self._training_outputs(mean, log_variance)
         else:
             if log_variance is None or num_samples == 1:
                 logits = self.joint_log_density(mean)
@@ -333,20 +333,35 @@ class VariationalSoftmax(keras.layers.Layer):
         averaged_marginal = ops.logsumexp(log_marginal, axis=0) - log_m
         return averaged_posterior + averaged_marginal
 
-    def _training_terms(self, z, mean, log_variance, logits):
-        prior_means = ops.cast(self.prior_means, "float32")
-        prior_log_variances = self.prior_log_variances()
+    def _training_outputs(self, mean, log_variance):
+        """Logits of one posterior draw and the (B, K) label-dependent terms."""
+        has_discriminator = self.discriminator_kernel is not None
+        # One call to the generator for both noises: the posterior draw's and the prior
+        # samples' (fewer random ops in the compiled step).
+        num_noises = int(log_variance is not None) + int(has_discriminator)
+        if num_noises:
+            noise = keras.random.normal((num_noises,) + tuple(ops.shape(mean)), dtype="float32",
+                                        seed=self.seed_generator)
         if log_variance is None:
-            # KL(delta_z || p(z|k)) = -log p(z|k) + const: the reference's l1 term.
-            divergence = -(logits - self.class_log_prior()[None, :])
+            z = mean
         else:
-            divergence = gaussian.pairwise_kl_divergence(mean, log_variance, prior_means,
-                                                         prior_log_variances)
+            z = mean + ops.exp(0.5 * log_variance) * noise[0]
+        class_log_prior = self.class_log_prior()
+        logits = self.joint_log_density(z)
+        # beta * KL(q(z | x) || p(z | k)) = beta * (E_q[-log p(z | k)] - H(q)): the first part
+        # estimated with the training draw (it is already in the logits), the entropy in closed
+        # form. For a deterministic latent the entropy is a constant and the term is the
+        # reference's -log p(z | k).
+        divergence = -(logits - class_log_prior[None, :])
+        if log_variance is not None:
+            divergence = divergence - gaussian.entropy(log_variance)[:, None]
         terms = {"kl": self.beta * divergence, "consistency": None, "discriminator": None}
-        if self.discriminator_kernel is None:
-            return terms
+        if not has_discriminator:
+            return logits, terms
         kernel = ops.cast(self.discriminator_kernel, "float32")
         bias = ops.cast(self.discriminator_bias, "float32")
+        prior_means = ops.stop_gradient(ops.cast(self.prior_means, "float32"))
+        prior_scales = ops.stop_gradient(ops.exp(0.5 * self.prior_log_variances()))
         # Encoder side: T(z, k) with the discriminator held constant.
         encoder_scores = (ops.matmul(z, ops.stop_gradient(kernel))
                           + ops.stop_gradient(bias)[None, :])
@@ -354,15 +369,13 @@ class VariationalSoftmax(keras.layers.Layer):
         # z~_ik = mu_k + sigma_k * eps_i, whose scores are affine in eps:
         # T(z~_ik, k) = eps_i . (sigma_k * w_k) + mu_k . w_k + b_k, a (B, D) x (D, K) product.
         real_scores = ops.matmul(ops.stop_gradient(z), kernel) + bias[None, :]
-        eps = keras.random.normal(ops.shape(z), dtype="float32", seed=self.seed_generator)
-        prior_scale = ops.stop_gradient(ops.exp(0.5 * ops.transpose(prior_log_variances)))
-        fake_scores = (ops.matmul(eps, prior_scale * kernel)
-                       + ops.sum(ops.stop_gradient(ops.transpose(prior_means)) * kernel, axis=0)
-                       + bias[None, :])
+        eps = noise[num_noises - 1]
+        fake_scores = (ops.matmul(eps, ops.transpose(prior_scales) * kernel)
+                       + (ops.sum(ops.transpose(prior_means) * kernel, axis=0) + bias)[None, :])
         terms["consistency"] = self.consistency_weight * encoder_scores
         # Logistic loss: -log sigmoid(T_real) - log(1 - sigmoid(T_fake)).
         terms["discriminator"] = ops.softplus(-real_scores) + ops.softplus(fake_scores)
-        return terms
+        return logits, terms
 
     # ----------------------------------------------------------------------------------------
     # Diagnostics, OOD score, config
