@@ -25,6 +25,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import json
+import logging
 import os
 import tempfile
 
@@ -36,6 +37,7 @@ import tensorflow as tf
 import keras_vc
 from keras_vc.data.tutorial import load_tutorial_data
 
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
 EPOCHS = 3 if FAST else 10
