@@ -10,11 +10,14 @@ not copied. Edit the sources, then run::
 
 The notebooks are written without outputs or execution counts and with stable cell ids, so that a
 change to a source gives a small diff. The "Open in Colab" badge is added at the top of the first
-markdown cell. tests/test_tutorials.py runs ``--check`` and executes every notebook.
+markdown cell. In markdown, a link target ``colab:02_dismax_isomax.ipynb`` becomes that notebook's
+Colab address and ``github:docs/serving.md`` the file's GitHub address, so that the repository's
+address is written only here. tests/test_tutorials.py runs ``--check`` and executes every notebook.
 """
 
 import argparse
 import pathlib
+import re
 import sys
 
 import nbformat
@@ -35,6 +38,18 @@ def colab_url(notebook_name):
     """The Colab address of a notebook of this folder on the project's GitHub repository."""
     return (f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/tutorials/"
             f"{notebook_name}")
+
+
+def github_url(path):
+    """The GitHub address of a file of the repository."""
+    return f"https://github.com/{REPOSITORY}/blob/{BRANCH}/{path}"
+
+
+def resolve_links(markdown):
+    """Replaces ``](colab:NAME.ipynb)`` and ``](github:PATH)`` link targets by addresses."""
+    markdown = re.sub(r"\]\(colab:([\w.-]+\.ipynb)\)",
+                      lambda m: f"]({colab_url(m.group(1))})", markdown)
+    return re.sub(r"\]\(github:([\w./-]+)\)", lambda m: f"]({github_url(m.group(1))})", markdown)
 
 
 def colab_badge(notebook_name):
@@ -88,6 +103,9 @@ def build(source_path):
             title, _, rest = source.partition("\n")
             source = f"{title}\n\n{colab_badge(notebook_name)}\n{rest}"
         if kind == "markdown":
+            source = resolve_links(source)
+            for target in re.findall(r"\]\((colab|github):([^)]*)\)", source):
+                raise ValueError(f"{source_path.name}: unresolved link target {':'.join(target)}")
             notebook.cells.append(nbformat.v4.new_markdown_cell(source, id=cell_id))
         else:
             notebook.cells.append(nbformat.v4.new_code_cell(source, id=cell_id))

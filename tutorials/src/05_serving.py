@@ -303,4 +303,4 @@ print("is_ood:", grpc_outputs["is_ood"].numpy())
 # - A `VariationalSoftmax` head can also export a `serve_mc` signature
 #   (`export_for_serving(..., mc_samples=10)`) that averages the probabilities over latent draws.
 #
-# More: [docs/serving.md](https://github.com/keras-vc/keras_vc/blob/main/docs/serving.md).
+# More: [docs/serving.md](github:docs/serving.md).
