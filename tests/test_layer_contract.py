@@ -4,8 +4,11 @@ import keras
 import pytest
 
 from keras_vc.layers import BottleneckHead
+from keras_vc.layers import DistanceLogits
 from keras_vc.layers import VariationalHead
-
+from keras_vc.layers import VariationalSoftmax
+from keras_vc.losses import EntropicCrossEntropy
+from keras_vc.losses import VariationalClassificationLoss
 from layer_contract import LayerCase
 from layer_contract import check_config
 from layer_contract import check_layer_contract
@@ -26,6 +29,31 @@ CASES = [
         name="variational_head",
         make_layer=lambda: VariationalHead(num_classes=3, latent_dim=4, num_samples=5, seed=1),
         input_shape=(5,),
+    ),
+    LayerCase(
+        name="distance_logits_dismax",
+        make_layer=lambda: DistanceLogits(3, mode="dismax"),
+        input_shape=(5,),
+        make_loss=EntropicCrossEntropy,
+    ),
+    LayerCase(
+        name="distance_logits_isomax_plus",
+        make_layer=lambda: DistanceLogits(3, mode="isomax_plus", entropic_scale=1.0),
+        input_shape=(5,),
+        make_loss=lambda: EntropicCrossEntropy(entropic_scale=10.0),
+    ),
+    LayerCase(
+        name="variational_softmax_gaussian_latent",
+        make_layer=lambda: VariationalSoftmax(3, latent_dim=4, class_prior="learned", seed=0),
+        input_shape=(5,),
+        make_loss=VariationalClassificationLoss,
+    ),
+    LayerCase(
+        name="variational_softmax_deterministic_latent",
+        make_layer=lambda: VariationalSoftmax(3, latent_dim=None, posterior="deterministic",
+                                              prior="fixed", seed=1),
+        input_shape=(5,),
+        make_loss=VariationalClassificationLoss,
     ),
 ]
 

@@ -1,6 +1,18 @@
-"""The ``keras-vc`` command."""
+"""The ``keras-vc`` command.
+
+    keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH]
+                     [--methods softmax,isomax_plus,dismax,vc,snnl,tst,vtst] [--seeds 3]
+                     [--epochs N] [--out reports/] [--workers N] [--low-data 0.1,0.25|none]
+                     [--robustness-samples N] [--data-dir DIR] [--download]
+
+Bad input (an unknown dataset or method, ``--seeds 0``, a folder that cannot be read, a TFDS
+dataset that is not prepared) ends with a one-line message and exit status 2, without a
+traceback.
+"""
 
 import argparse
+import dataclasses
+import shlex
 import sys
 
 
@@ -19,56 +31,138 @@ def _positive_int(text):
 
 
 def _csv(text):
-    return [item.strip() for item in text.split(",") if item.strip()]
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _fractions(text):
+    if text.strip().lower() == "none":
+        return ()
+    values = []
+    for item in _csv(text):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {text!r}")
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] or 'none', got {value}")
+        values.append(value)
+    return tuple(values)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-vc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="keras-vc", description="keras_vc benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True)
     compare = commands.add_parser(
         "compare", help="train every method against the softmax baseline and report "
-                        "calibration and OOD figures")
+                        "calibration, OOD detection and robustness figures",
+        description="Train every method against the softmax baseline (paired by seed) and "
+                    "report calibration, OOD detection, adversarial, corruption and low-data "
+                    "figures: a table on stdout, compare.json, compare.md, README_results.md "
+                    "and PNGs in --out.")
     compare.add_argument("--dataset", type=_csv, default=None,
-                         help="comma-separated datasets (default: the bundled offline data)")
+                         help="comma-separated datasets: mnist1d, digits (bundled, offline; the "
+                              "default is both), tfds:NAME (a prepared TensorFlow Datasets "
+                              "dataset), folder:PATH (one sub-folder of images per class)")
     compare.add_argument("--methods", type=_csv, default=None,
-                         help="comma-separated methods (default: all)")
-    compare.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds")
+                         help="comma-separated methods (default: all registered); the softmax "
+                              "baseline is always included")
+    compare.add_argument("--seeds", type=_positive_int, default=3,
+                         help="number of seeds (0, 1, ..., N-1); default 3")
     compare.add_argument("--epochs", type=_positive_int, default=None,
-                         help="training epochs of every method")
-    compare.add_argument("--out", default="reports", help="output folder")
+                         help="training epochs of every method (default: per dataset, see "
+                              "keras_vc.benchmark.compare.DATASET_SETTINGS)")
+    compare.add_argument("--out", default="reports", help="output folder (default: reports)")
+    compare.add_argument("--workers", type=_positive_int, default=None,
+                         help="worker processes, one TensorFlow thread each (default: one per "
+                              "CPU core, at most 8)")
+    compare.add_argument("--low-data", type=_fractions, default=None, metavar="FRACTIONS",
+                         help="training fractions of the low-data models, e.g. 0.1,0.25 "
+                              "(the default), or 'none'")
+    compare.add_argument("--robustness-samples", type=_positive_int, default=None, metavar="N",
+                         help="test samples (a fixed stratified subset) on which attacks and "
+                              "corruptions are evaluated (default 500)")
+    compare.add_argument("--data-dir", default=None,
+                         help="TensorFlow Datasets data directory (tfds: only)")
+    compare.add_argument("--download", action="store_true",
+                         help="let TensorFlow Datasets download a dataset that is not prepared "
+                              "(tfds: only; off by default)")
     return parser
 
 
-def _compare(args):
+def _compare(args, argv):
     from keras_vc.benchmark import compare
-    from keras_vc.benchmark import methods
+    from keras_vc.benchmark import methods as methods_lib
+    from keras_vc.benchmark import report as report_lib
+    from keras_vc.data import loaders
 
-    datasets = args.dataset or ["digits"]
-    unknown = [d for d in datasets if d not in compare.DATASETS]
-    if unknown:
-        raise _UsageError(f"unknown dataset(s) {unknown}; expected {sorted(compare.DATASETS)}")
-    method_names = args.methods or list(methods.METHODS)
-    unknown = [m for m in method_names if m not in methods.METHODS]
-    if unknown:
-        raise _UsageError(f"unknown method(s) {unknown}; expected {sorted(methods.METHODS)}")
-    protocol = methods.Protocol() if args.epochs is None else methods.Protocol(epochs=args.epochs)
-    report = compare.run_compare(datasets, method_names, list(range(args.seeds)), protocol,
-                                 args.out)
+    methods_lib.discover()
+    if args.methods is not None:
+        unknown = [m for m in args.methods if m not in methods_lib.METHODS]
+        if unknown:
+            raise _UsageError(f"unknown method(s) {', '.join(unknown)}; available: "
+                              f"{', '.join(methods_lib.ordered())}")
+    try:
+        methods_lib.ordered(args.methods)
+    except ValueError as error:
+        raise _UsageError(str(error))
+    datasets = args.dataset or list(compare.DEFAULT_DATASETS)
+    for spec in datasets:
+        try:
+            loaders.check_spec(spec)
+        except loaders.DatasetError as error:
+            raise _UsageError(str(error))
+    plan = compare.Plan()
+    if args.low_data is not None:
+        plan = dataclasses.replace(plan, low_data_fractions=args.low_data)
+    if args.robustness_samples is not None:
+        plan = dataclasses.replace(plan, robustness_samples=args.robustness_samples)
+    command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
+    workers = args.workers or compare.default_workers()
+    report = compare.run_compare(
+        datasets, args.methods, list(range(args.seeds)), out_dir=args.out, workers=workers,
+        plan=plan,
+        epochs=args.epochs, data_dir=args.data_dir, download=args.download, command=command,
+        log=lambda line: print(line, flush=True))
+    for name in report["datasets"]:
+        print()
+        print(f"== {name}: calibration (test split, mean ± std over {args.seeds} seed(s)) ==")
+        print(report_lib.calibration_table(report, name))
+        print()
+        print(f"== {name}: OOD detection, AUROC ==")
+        print(report_lib.ood_table(report, name))
+        paired = report_lib.paired_table(report, name)
+        if paired:
+            print()
+            print(f"== {name}: paired difference vs softmax (seeds where the sign held) ==")
+            print(paired)
     print()
-    print(compare.format_markdown(report))
-    print(f"Reports written to {args.out}/ (compare.json, compare.md, reliability_*.png)")
+    print(f"Reports written to {args.out}/: compare.json, compare.md, README_results.md and "
+          f"PNGs ({report['wall_seconds'] / 60:.1f} min).")
     return 0
 
 
 def main(argv=None):
+    """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed usage and the error
+        return exit_.code if isinstance(exit_.code, int) else 2
+    from keras_vc.data.loaders import DatasetError
+
     try:
         if args.command == "compare":
-            return _compare(args)
-    except _UsageError as error:
+            return _compare(args, argv)
+    except (_UsageError, DatasetError) as error:
         print(f"keras-vc {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"keras-vc {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 1
 
 

@@ -8,20 +8,51 @@
 
 Both are pooled and re-split with a stratified, seeded 60 / 20 / 20 train / validation / test
 split, so that a seed fixes the split.
+
+Example:
+    >>> dataset = digits_dataset()
+    >>> split = dataset.split(seed=0)
+    >>> split.sizes()
+    {'train': 1077, 'val': 360, 'test': 360}
 """
 
 import dataclasses
 import functools
+from typing import Optional
 
 import numpy as np
 from sklearn import model_selection
 
 from keras_vc import _validation
 
+KINDS = ("vector", "signal", "image")
+
+
+def kind_of(x):
+    """The kind of a batch of inputs: ``vector`` (n, d), ``signal`` (n, length, channels) or
+    ``image`` (n, height, width, channels)."""
+    ndim = np.ndim(x)
+    if ndim not in (2, 3, 4):
+        raise ValueError(
+            f"`x` must have shape (n, d), (n, length, channels) or (n, height, width, channels); "
+            f"got {np.shape(x)}."
+        )
+    return KINDS[ndim - 2]
+
 
 @dataclasses.dataclass
 class Split:
-    """A train / validation / test split of a classification dataset."""
+    """A train / validation / test split of a classification dataset.
+
+    Attributes:
+        name: dataset name.
+        x_train, y_train, x_val, y_val, x_test, y_test: float32 inputs and int64 labels.
+        num_classes: number of classes K (labels lie in [0, K)).
+        value_range: ``(low, high)`` range of the dataset's input values (of the whole dataset,
+            not of this split, so that it does not depend on the seed); attacks and corruptions
+            express their strength relative to it and clip to it. ``None``: taken from
+            ``x_train``.
+    """
 
     name: str
     x_train: np.ndarray
@@ -31,17 +62,42 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    value_range: Optional[tuple] = None
+
+    def __post_init__(self):
+        if self.value_range is None:
+            self.value_range = (float(np.min(self.x_train)), float(np.max(self.x_train)))
+        self.value_range = (float(self.value_range[0]), float(self.value_range[1]))
 
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def kind(self):
+        return kind_of(self.x_train)
+
     def sizes(self):
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
-def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_classes=None):
-    """Seeded, stratified train / validation / test split of (x, y)."""
+def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_classes=None,
+                     value_range=None):
+    """Seeded, stratified train / validation / test split of (x, y).
+
+    Args:
+        name: dataset name stored in the split.
+        x: inputs (n, ...).
+        y: integer labels (n,).
+        seed: non-negative integer; fixes the split.
+        val_fraction: fraction of all samples for validation.
+        test_fraction: fraction of all samples for test.
+        num_classes: K (default ``max(y) + 1``).
+        value_range: ``(low, high)`` of the inputs (default: the range of ``x``).
+
+    Returns:
+        A :class:`Split`.
+    """
     seed = _validation.check_int(seed, "seed", minimum=0)
     val_fraction = _validation.check_float(val_fraction, "val_fraction", 0.0, 1.0, True)
     test_fraction = _validation.check_float(test_fraction, "test_fraction", 0.0, 1.0, True)
@@ -49,6 +105,10 @@ def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_
         raise ValueError("`val_fraction + test_fraction` must be < 1.")
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"`x` has {x.shape[0]} samples but `y` has {y.shape[0]}.")
+    if value_range is None:
+        value_range = (float(x.min()), float(x.max()))
     x_rest, x_test, y_rest, y_test = model_selection.train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
@@ -57,7 +117,55 @@ def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_
         random_state=seed + 1,
     )
     return Split(name, x_train, y_train, x_val, y_val, x_test, y_test,
-                 int(num_classes or (y.max() + 1)))
+                 int(num_classes or (y.max() + 1)), value_range)
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A labelled dataset held in memory, split per seed by :meth:`split`.
+
+    Without a fixed test set the pooled samples are split 60 / 20 / 20 (stratified, seeded).
+    With one (a TFDS dataset's official ``test`` split) the test set is kept and the pooled
+    samples are split 80 / 20 into train / validation.
+
+    Attributes:
+        name: the name used in reports (``digits``, ``mnist1d``, ``tfds:mnist``, ...).
+        x, y: pooled inputs (float32) and labels (int64).
+        num_classes: K.
+        value_range: ``(low, high)`` of the input values.
+        description: one line for the report.
+        x_test, y_test: optional fixed test set.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    value_range: tuple
+    description: str = ""
+    x_test: Optional[np.ndarray] = None
+    y_test: Optional[np.ndarray] = None
+
+    @property
+    def kind(self):
+        return kind_of(self.x)
+
+    @property
+    def input_shape(self):
+        return tuple(self.x.shape[1:])
+
+    def split(self, seed):
+        """The seeded train / validation / test :class:`Split`."""
+        if self.x_test is None:
+            return stratified_split(self.name, self.x, self.y, seed, num_classes=self.num_classes,
+                                    value_range=self.value_range)
+        seed = _validation.check_int(seed, "seed", minimum=0)
+        x_train, x_val, y_train, y_val = model_selection.train_test_split(
+            self.x, self.y, test_size=0.2, stratify=self.y, random_state=seed
+        )
+        return Split(self.name, x_train, y_train, x_val, y_val,
+                     np.asarray(self.x_test, np.float32), np.asarray(self.y_test, np.int64),
+                     self.num_classes, self.value_range)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,13 +188,29 @@ def _mnist1d_arrays():
     return x, y
 
 
+def digits_dataset():
+    """scikit-learn digits: 1797 images (8, 8, 1) in [0, 1], 10 classes (bundled, offline)."""
+    x, y = _digits_arrays()
+    return Dataset("digits", x, y, 10, (0.0, 1.0),
+                   "scikit-learn digits, 1797 images 8x8x1 in [0, 1], 10 classes")
+
+
+def mnist1d_dataset():
+    """MNIST-1D generated offline: 5000 signals (40, 1), 10 classes (Greydanus 2020)."""
+    x, y = _mnist1d_arrays()
+    return Dataset("mnist1d", x, y, 10, (float(x.min()), float(x.max())),
+                   "MNIST-1D generated offline by mnist1d.make_dataset (default arguments), "
+                   "5000 signals of length 40, 10 classes")
+
+
 def load_digits(seed=0):
     """scikit-learn digits as (8, 8, 1) images in [0, 1], split 60 / 20 / 20 with ``seed``."""
-    x, y = _digits_arrays()
-    return stratified_split("digits", x, y, seed)
+    return digits_dataset().split(seed)
 
 
 def load_mnist1d(seed=0):
     """MNIST-1D generated offline, as (40, 1) signals, split 60 / 20 / 20 with ``seed``."""
-    x, y = _mnist1d_arrays()
-    return stratified_split("mnist1d", x, y, seed)
+    return mnist1d_dataset().split(seed)
+
+
+OFFLINE_DATASETS = {"digits": digits_dataset, "mnist1d": mnist1d_dataset}

@@ -3,3 +3,5 @@
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
 from keras_vc.layers.bottleneck_head import BottleneckHead
 from keras_vc.layers.variational_head import VariationalHead
+from keras_vc.layers.distance_logits import DistanceLogits
+from keras_vc.layers.variational_softmax import VariationalSoftmax

@@ -1,4 +1,9 @@
-"""The baseline: a Dense output layer trained with softmax cross-entropy."""
+"""The baseline: a Dense output layer trained with softmax cross-entropy.
+
+The reference every other method is paired with: same backbone and initial weights, same
+batches, same optimizer and epochs; its probabilities are the softmax of the Dense logits and its
+OOD score is the maximum softmax probability (Hendrycks & Gimpel 2017).
+"""
 
 import keras
 
@@ -14,7 +19,7 @@ def train(backbone, split, protocol, seed, context):
         name="softmax_classifier",
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return fit_classifier(model, split, protocol, loss)
+    return fit_classifier(model, split, protocol, loss, seed=seed)
 
 
 register(Method(

@@ -1,0 +1,177 @@
+"""Figures of one trained classifier: calibration, OOD detection, attacks and corruptions.
+
+Everything is computed from the model's output logits at temperature 1 (what a user gets by
+default) and, for the ``_ts`` figures, from the same logits divided by the temperature fitted on
+the validation split (never on test). The math comes from :mod:`keras_vc.metrics`,
+:mod:`keras_vc.calibration`, :mod:`keras_vc.scores` and :mod:`keras_vc.robustness`.
+"""
+
+import weakref
+
+import keras
+import numpy as np
+
+from keras_vc import calibration
+from keras_vc import metrics
+from keras_vc import scores as scores_lib
+from keras_vc.robustness import attacks
+
+NUM_BINS = 15
+CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
+TEMPERATURE_OBJECTIVE = "nll"
+PREDICT_BATCH = 2048
+
+_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def predict_logits(model, x):
+    """float64 logits of ``model(x, training=False)``, in batches of :data:`PREDICT_BATCH`.
+
+    One ``tf.function`` per model with an unknown batch dimension: traced once, whatever the
+    number of inputs (``model.predict`` retraces for a new last-batch size, and under XLA that
+    costs a compilation each time).
+    """
+    import tensorflow as tf
+
+    x = np.asarray(x, dtype=np.float32)
+    function = _PREDICT_FUNCTIONS.get(model)
+    if function is None:
+        model_ref = weakref.ref(model)
+        spec = tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32)
+        function = tf.function(lambda inputs: model_ref()(inputs, training=False),
+                               input_signature=[spec])
+        _PREDICT_FUNCTIONS[model] = function
+    outputs = [np.asarray(function(x[start:start + PREDICT_BATCH]), dtype=np.float64)
+               for start in range(0, x.shape[0], PREDICT_BATCH)]
+    logits = np.concatenate(outputs) if outputs else np.zeros((0, 0))
+    if logits.ndim != 2:
+        raise ValueError(f"the model must output logits of shape (n, K), got {logits.shape}")
+    return logits
+
+
+def check_finite(logits, what):
+    if not np.all(np.isfinite(logits)):
+        raise FloatingPointError(f"{what}: the model produced non-finite logits")
+    return logits
+
+
+def calibration_report(labels, probs):
+    """Accuracy, ECE, MCE (15 equal-width bins), NLL and Brier score of probabilities."""
+    return {
+        "accuracy": metrics.accuracy(labels, probs),
+        "ece": metrics.expected_calibration_error(labels, probs, NUM_BINS),
+        "mce": metrics.expected_calibration_error(labels, probs, NUM_BINS, norm="max"),
+        "nll": metrics.negative_log_likelihood(labels, probs),
+        "brier": metrics.brier_score(labels, probs),
+    }
+
+
+def fit_temperature(val_logits, y_val):
+    """The temperature minimising the validation NLL (bounded search; see keras_vc.calibration)."""
+    return calibration.find_temperature(val_logits, y_val, objective=TEMPERATURE_OBJECTIVE,
+                                        num_bins=NUM_BINS)
+
+
+def calibration_figures(test_logits, y_test, fit):
+    """Test figures before and (``_ts``) after dividing the logits by ``fit.temperature``."""
+    before = calibration_report(y_test, calibration.softmax(test_logits))
+    after = calibration_report(y_test, calibration.softmax(test_logits, fit.temperature))
+    figures = dict(before)
+    figures.update({f"{key}_ts": value for key, value in after.items() if key != "accuracy"})
+    figures["temperature"] = fit.temperature
+    figures["temperature_at_bound"] = fit.at_bound
+    return figures
+
+
+def accuracy_and_ece(labels, logits, temperature):
+    """Accuracy, ECE at temperature 1 and ECE after temperature scaling (the shift figures)."""
+    probs = calibration.softmax(logits)
+    return {
+        "accuracy": metrics.accuracy(labels, probs),
+        "ece": metrics.expected_calibration_error(labels, probs, NUM_BINS),
+        "ece_ts": metrics.expected_calibration_error(
+            labels, calibration.softmax(logits, temperature), NUM_BINS),
+    }
+
+
+def score_functions(model, method):
+    """The logit-based OOD scores of a model: ``({name: fn(logits)}, recommended score name)``.
+
+    ``recommended`` is the method's score: the output layer's ``ood_score`` when it has one
+    (``keras_vc.scores.recommended``), otherwise ``keras_vc.scores.get(method.ood_score)``;
+    ``msp`` is the maximum softmax probability. Both see the logits at temperature 1.
+    """
+    layer_name, layer_fn = scores_lib.recommended(model)
+    if layer_fn is scores_lib.max_probability and method.ood_score not in ("max_probability",
+                                                                           "msp"):
+        recommended_name, recommended_fn = method.ood_score, scores_lib.get(method.ood_score)
+    else:
+        recommended_name, recommended_fn = layer_name, layer_fn
+
+    def as_numpy(fn):
+        return lambda logits: np.asarray(
+            keras.ops.convert_to_numpy(fn(np.asarray(logits, np.float32))), dtype=np.float64)
+
+    return ({"recommended": as_numpy(recommended_fn),
+             "msp": as_numpy(scores_lib.max_probability)}, recommended_name)
+
+
+def compute_scores(score_fns, extra, logits, x):
+    """Every OOD score of a set of inputs: ``{score name: (n,) scores}``.
+
+    Args:
+        score_fns: ``{name: fn(logits)}`` from :func:`score_functions`.
+        extra: a method's ``extra_scores(model, split)`` result (``fn(x) -> {name: scores}``,
+            e.g. deep k-NN credibility) or None; its scores are named ``extra:<name>``.
+        logits: the model's logits of ``x``.
+        x: the inputs.
+    """
+    result = {name: fn(logits) for name, fn in score_fns.items()}
+    if extra is not None:
+        for name, values in extra(x).items():
+            result[f"extra:{name}"] = np.asarray(values, dtype=np.float64).reshape(-1)
+    for name, values in result.items():
+        if values.shape != (len(x),) or not np.all(np.isfinite(values)):
+            raise FloatingPointError(f"OOD score {name!r} is not a finite score per input")
+    return result
+
+
+def ood_figures(scores_in, scores_out_by_set):
+    """``{set: {score: keras_vc.metrics.ood_metrics(in, out)}}`` for every set and score."""
+    return {set_name: {name: metrics.ood_metrics(scores_in[name], scores_out[name])
+                       for name in scores_in}
+            for set_name, scores_out in scores_out_by_set.items()}
+
+
+def adversarial_inputs(model, x, y, epsilons, value_range, pgd_steps, seed):
+    """FGSM and PGD inputs at each relative epsilon: ``{(attack, eps_rel): x_adv}``."""
+    width = value_range[1] - value_range[0]
+    result = {}
+    for eps_rel in epsilons:
+        epsilon = eps_rel * width
+        result[("fgsm", eps_rel)] = attacks.fgsm(model, x, y, epsilon, value_range=value_range)
+        result[("pgd", eps_rel)] = attacks.pgd(model, x, y, epsilon, steps=pgd_steps,
+                                               value_range=value_range, seed=seed)
+    return result
+
+
+def shifted_figures(model, y, inputs_by_key, temperature):
+    """Accuracy / ECE / ECE after TS of the model on several input sets, in one pass.
+
+    Args:
+        model: the classifier.
+        y: labels shared by every input set.
+        inputs_by_key: ``{key: x}``, every x with ``len(y)`` rows.
+        temperature: the validation temperature.
+
+    Returns:
+        ``{key: {"accuracy", "ece", "ece_ts"}}``
+    """
+    keys = list(inputs_by_key)
+    if not keys:
+        return {}
+    stacked = np.concatenate([inputs_by_key[k] for k in keys])
+    logits = check_finite(predict_logits(model, stacked), "shifted inputs")
+    n = len(y)
+    return {key: accuracy_and_ece(y, logits[i * n:(i + 1) * n], temperature)
+            for i, key in enumerate(keys)}

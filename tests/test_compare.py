@@ -1,0 +1,253 @@
+"""``keras-vc compare`` at tiny settings: report structure, ranges, pairing, determinism."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vc.benchmark import compare
+from keras_vc.benchmark import methods as methods_lib
+from keras_vc.benchmark import report as report_lib
+
+TINY_PLAN = compare.Plan(robustness_samples=40, attack_epsilons=(0.05,), pgd_steps=2,
+                         low_data_fractions=(0.25,), corruption_severities=(1, 5))
+
+
+def _standin_train(backbone, split, protocol, seed, context):
+    """A two-stage stand-in: a new Dense head on the frozen backbone of the softmax model."""
+    features = context["softmax"].layers[0]
+    features.trainable = False
+    model = keras.Sequential([keras.Input(split.input_shape), features,
+                              keras.layers.Dense(split.num_classes, name="logits")])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return methods_lib.fit_classifier(model, split, protocol, loss, seed=seed)
+
+
+def _standin_extra_scores(model, split):
+    features = keras.Sequential(model.layers[:-1])
+
+    def score(x):
+        return {"feature_norm": -np.linalg.norm(np.asarray(features(x)), axis=1)}
+
+    return score
+
+
+STANDIN = methods_lib.Method(
+    name="standin", title="Stand-in two-stage head", train=_standin_train,
+    ood_score="max_logit", note="softmax of the new head's logits",
+    extra_scores=_standin_extra_scores, requires=("softmax",))
+
+
+@pytest.fixture(scope="module")
+def standin():
+    methods_lib.register(STANDIN)
+    yield STANDIN
+    methods_lib.METHODS.pop(STANDIN.name, None)
+
+
+@pytest.fixture(scope="module")
+def digits_report(standin, tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    lines = []
+    report = compare.run_compare(["digits"], None, [0], out_dir=str(out), log=lines.append,
+                                 plan=TINY_PLAN, epochs=1, command="keras-vc compare (test)")
+    return report, out, lines
+
+
+@pytest.fixture(scope="module")
+def mnist1d_report(standin, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mnist1d")
+    plan = compare.Plan(robustness_samples=40, attack_epsilons=(0.02, 0.05), pgd_steps=2,
+                        low_data_fractions=(), open_set=False, corruption_severities=(3,))
+    report = compare.run_compare(["mnist1d"], None, [1], out_dir=str(out), log=lambda _: None,
+                                 plan=plan, epochs=1)
+    return report, out
+
+
+def _check_figures(figures, config):
+    flat = compare.flatten(figures)
+    for key, value in flat.items():
+        assert math.isfinite(value), key
+    cal = figures["calibration"]
+    for key in ("accuracy", "ece", "ece_ts", "mce", "mce_ts"):
+        assert 0.0 <= cal[key] <= 1.0, key
+    for key in ("nll", "nll_ts"):
+        assert cal[key] >= 0.0
+    for key in ("brier", "brier_ts"):
+        assert 0.0 <= cal[key] <= 2.0
+    assert 0.05 <= cal["temperature"] <= 20.0
+    for by_score in figures.get("ood", {}).values():
+        assert {"recommended", "msp"} <= set(by_score)
+        for ood in by_score.values():
+            assert set(ood) == {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr",
+                                "detection_error"}
+            assert all(0.0 <= v <= 1.0 for v in ood.values())
+            assert ood["detection_error"] <= 0.5
+    for section in ("adversarial", "corruptions"):
+        if config == "full":
+            for key, value in flat.items():
+                if key.startswith(section + "."):
+                    assert 0.0 <= value <= 1.0, key
+        else:
+            assert section not in figures
+    assert figures["train_seconds"] >= 0 and figures["eval_cpu_seconds"] >= 0
+
+
+def test_digits_report_structure_and_ranges(digits_report):
+    report, out, lines = digits_report
+    assert list(report["methods"]) == ["softmax", "standin"] + [
+        m for m in methods_lib.ordered() if m not in ("softmax", "standin")]
+    data = report["datasets"]["digits"]
+    assert data["configs"] == ["full", "open_set", "low_data_0.25"]
+    assert set(data["ood_sets"]) == {"photo_patches", "held_out_classes"}
+    assert data["kind"] == "image" and data["backbone"] == "mlp"
+    assert data["protocol"]["epochs"] == 1 and data["protocol"]["jit_compile"] is False
+    assert len(data["runs"]) == len(report["methods"]) * 3
+    assert len(lines) == len(data["runs"]) + 1  # a header, then one line per model
+    for run in data["runs"]:
+        _check_figures(run["figures"], run["config"])
+    full = {r["method"]: r["figures"] for r in data["runs"] if r["config"] == "full"}
+    assert full["softmax"]["ood_score"] == "max_probability"
+    assert full["standin"]["ood_score"] == "max_logit"
+    assert "extra:feature_norm" in full["standin"]["ood"]["photo_patches"]
+    assert set(full["softmax"]["corruptions"]) == {"clean", "mean"} | set(data["corruptions"])
+    assert set(full["softmax"]["corruptions"]["blur"]) == {"1", "5"}
+    assert set(full["softmax"]["adversarial"]) == {"clean", "fgsm", "pgd"}
+    open_run = [r for r in data["runs"] if r["config"] == "open_set"][0]["figures"]
+    assert set(open_run["ood"]) == {"held_out_classes"}
+    assert data["sizes"]["open_set"]["train"] < data["sizes"]["full"]["train"]
+    assert data["sizes"]["low_data_0.25"]["train"] == pytest.approx(
+        0.25 * data["sizes"]["full"]["train"], abs=10)
+
+
+def test_every_method_of_a_seed_starts_from_the_same_backbone(digits_report):
+    report, _, _ = digits_report
+    by_config = {}
+    for run in report["datasets"]["digits"]["runs"]:
+        by_config.setdefault(run["config"], set()).add(run["figures"]["init_checksum"])
+    assert all(len(checksums) == 1 for checksums in by_config.values())
+
+
+def test_summary_and_paired_differences(digits_report):
+    report, _, _ = digits_report
+    data = report["datasets"]["digits"]
+    summary = data["summary"]["full"]["softmax"]
+    assert summary["calibration.accuracy"]["n"] == 1
+    assert summary["calibration.temperature_at_bound"]["n"] == 1
+    paired = data["paired_vs_softmax"]["full"]["standin"]
+    runs = {r["method"]: r["figures"] for r in data["runs"] if r["config"] == "full"}
+    delta = paired["ood.photo_patches.recommended.auroc"]
+    expected = (runs["standin"]["ood"]["photo_patches"]["recommended"]["auroc"]
+                - runs["softmax"]["ood"]["photo_patches"]["recommended"]["auroc"])
+    assert delta["mean"] == pytest.approx(expected) and delta["same_sign"] == 1
+    assert not any(key.endswith("_seconds") for key in paired)
+    assert "softmax" not in data["paired_vs_softmax"]["full"]
+
+
+def test_report_files(digits_report):
+    report, out, _ = digits_report
+    with open(os.path.join(out, "compare.json")) as handle:
+        saved = json.load(handle)
+    assert saved["datasets"]["digits"]["runs"][0]["figures"]["calibration"] == \
+        report["datasets"]["digits"]["runs"][0]["figures"]["calibration"]
+    markdown = open(os.path.join(out, "compare.md")).read()
+    for heading in ("## digits", "### Calibration", "### Out-of-distribution detection",
+                    "### Paired difference vs softmax", "### Adversarial robustness: accuracy",
+                    "### Corruptions: ECE", "### Low data", "### All OOD figures",
+                    "Digits is too easy for calibration claims", "Stand-in two-stage head"):
+        assert heading in markdown, heading
+    readme = open(os.path.join(out, "README_results.md")).read()
+    assert readme.startswith("## Results") and report["machine"] in readme
+    assert "keras-vc compare (test)" in readme
+    plots = report["datasets"]["digits"]["plots"]
+    assert set(plots["reliability diagrams"]) == set(report["methods"])
+    assert set(plots["OOD score histograms"]) == {"photo_patches", "held_out_classes"}
+    files = [p for v in plots.values() for p in (v.values() if isinstance(v, dict) else [v])]
+    assert len(files) == len(report["methods"]) + 2 + 3
+    for name in files:
+        assert os.path.getsize(os.path.join(out, name)) > 1000
+
+
+def test_mnist1d_uses_the_cnn_and_shuffled_signals(mnist1d_report):
+    report, out = mnist1d_report
+    data = report["datasets"]["mnist1d"]
+    assert data["backbone"] == "cnn1d" and data["kind"] == "signal"
+    assert data["configs"] == ["full"] and set(data["ood_sets"]) == {"shuffled"}
+    assert "rotation" not in data["corruptions"] and "shift" in data["corruptions"]
+    assert data["protocol"]["epochs"] == 1
+    for run in data["runs"]:
+        assert run["seed"] == 1
+        _check_figures(run["figures"], "full")
+        assert set(run["figures"]["adversarial"]["pgd"]) == {"0.02", "0.05"}
+    assert "### Low data" not in open(os.path.join(out, "compare.md")).read()
+
+
+def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
+    """The softmax runs of a second run, on 2 spawned worker processes and without the other
+    methods, equal those of the in-process run (same seed, same figures)."""
+    report, _, _ = digits_report
+    lines = []
+    again = compare.run_compare(["digits"], ["softmax"], [0], out_dir=str(tmp_path),
+                                log=lines.append, plan=TINY_PLAN, epochs=1, workers=2)
+    assert again["workers"] == 2 and len(lines) == 1 + 3  # worker lines reach the log
+
+    def softmax_figures(r):
+        return {run["config"]: compare.flatten(run["figures"])
+                for run in r["datasets"]["digits"]["runs"] if run["method"] == "softmax"}
+
+    first, second = softmax_figures(report), softmax_figures(again)
+    assert list(first) == list(second) == ["full", "open_set", "low_data_0.25"]
+    for config in first:
+        keys = [k for k in first[config] if not k.endswith("_seconds")]
+        assert keys == [k for k in second[config] if not k.endswith("_seconds")]
+        np.testing.assert_allclose([first[config][k] for k in keys],
+                                   [second[config][k] for k in keys], atol=1e-5, err_msg=config)
+
+
+def test_paired_differences_by_hand():
+    runs = [{"config": "full", "method": m, "seed": s, "figures": {"x": {"acc": v}, "flag": True}}
+            for m, s, v in [("softmax", 0, 0.5), ("softmax", 1, 0.6), ("softmax", 2, 0.7),
+                            ("other", 0, 0.6), ("other", 1, 0.9), ("other", 2, 0.65)]]
+    paired = compare.paired_differences(runs)["full"]["other"]["x.acc"]
+    deltas = np.array([0.1, 0.3, -0.05])
+    assert paired["mean"] == pytest.approx(deltas.mean())
+    assert paired["std"] == pytest.approx(deltas.std())
+    assert paired["same_sign"] == 2 and paired["n"] == 3
+    summary = compare.summarize_runs(runs)["full"]["other"]
+    assert summary["x.acc"]["mean"] == pytest.approx(np.mean([0.6, 0.9, 0.65]))
+    assert summary["flag"] == {"count": 3, "n": 3}
+    assert report_lib._delta(paired) == "+0.117 ± 0.143 (2/3)"
+
+
+def test_flatten_and_plan_validation():
+    assert compare.flatten({"a": {"b": 1, "c": "text"}, "d": np.float32(2.5), "e": False}) == {
+        "a.b": 1.0, "d": 2.5, "e": False}
+    for kwargs in (dict(robustness_samples=0), dict(attack_epsilons=(-0.1,)),
+                   dict(corruption_severities=(6,)), dict(low_data_fractions=(0.0,)),
+                   dict(pgd_steps=0), dict(open_set="yes")):
+        with pytest.raises(ValueError):
+            compare.Plan(**kwargs)
+    assert compare.Plan().configs(10) == ["full", "open_set", "low_data_0.1", "low_data_0.25"]
+    assert compare.Plan().configs(2) == ["full", "low_data_0.1", "low_data_0.25"]
+
+
+def test_run_compare_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="seeds"):
+        compare.run_compare(["digits"], None, [], out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="seeds"):
+        compare.run_compare(["digits"], None, [0, 0], out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown method"):
+        compare.run_compare(["digits"], ["nope"], [0], out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        compare.run_compare(["nope"], None, [0], out_dir=str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
+def test_method_order_adds_requirements(standin):
+    assert methods_lib.ordered(["standin"]) == ["softmax", "standin"]
+    assert methods_lib.ordered()[0] == "softmax"
+    with pytest.raises(ValueError, match="unknown method"):
+        methods_lib.ordered(["softmax", "nope"])

@@ -1,0 +1,204 @@
+"""DistanceLogits (IsoMax+ / DisMax) against an independent NumPy implementation of the formulas."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vc import scores
+from keras_vc.layers import DistanceLogits
+from keras_vc.losses import EntropicCrossEntropy
+
+
+def reference_logits(features, prototypes, distance_scale, mode):
+    """The reference's raw logits at T = 1, written from the papers' formulas with an explicit
+    (B, K, D) difference tensor (as torch.cdist without the matrix-product shortcut)."""
+    features = np.asarray(features, np.float64)
+    prototypes = np.asarray(prototypes, np.float64)
+    unit_f = features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+    unit_p = prototypes / np.maximum(np.linalg.norm(prototypes, axis=-1, keepdims=True), 1e-12)
+    distance = np.linalg.norm(unit_f[:, None, :] - unit_p[None, :, :], axis=-1)
+    if mode == "isomax_plus":
+        return -abs(distance_scale) * distance
+    isometric = abs(distance_scale) * distance / np.sqrt(2.0)
+    return -(isometric + isometric.mean(axis=1, keepdims=True))
+
+
+def make_layer(mode, num_classes=6, features=9, distance_scale=-2.5, temperature=1.0,
+               entropic_scale=10.0, seed=0, dtype=None):
+    layer = DistanceLogits(num_classes, mode=mode, entropic_scale=entropic_scale, dtype=dtype)
+    layer.build((None, features))
+    rng = np.random.default_rng(seed)
+    layer.prototypes.assign(rng.normal(size=(num_classes, features)).astype("float32"))
+    layer.distance_scale.assign(distance_scale)
+    layer.temperature.assign(temperature)
+    return layer
+
+
+@pytest.mark.parametrize("mode", ["isomax_plus", "dismax"])
+@pytest.mark.parametrize("temperature", [1.0, 0.37])
+@pytest.mark.parametrize("entropic_scale", [10.0, 1.0])
+def test_logits_match_numpy(mode, temperature, entropic_scale):
+    layer = make_layer(mode, temperature=temperature, entropic_scale=entropic_scale)
+    features = np.random.default_rng(1).normal(size=(7, 9)).astype("float32") * 3.0
+    expected = entropic_scale * reference_logits(
+        features, layer.prototypes.numpy(), -2.5, mode) / temperature
+    actual = layer(features)
+    assert keras.backend.standardize_dtype(actual.dtype) == "float32"
+    np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_initial_state():
+    layer = DistanceLogits(4)
+    layer.build((None, 3))
+    assert layer.mode == "dismax" and layer.entropic_scale == 10.0
+    assert float(layer.distance_scale.numpy()) == 1.0
+    assert float(layer.temperature.numpy()) == 1.0
+    assert not layer.temperature.trainable
+    assert [w.name for w in layer.trainable_weights] == ["prototypes", "distance_scale"]
+    assert layer.prototypes.shape == (4, 3)
+
+
+def test_prototypes_are_standard_normal():
+    keras.utils.set_random_seed(3)
+    layer = DistanceLogits(100)
+    layer.build((None, 200))
+    values = layer.prototypes.numpy()
+    assert abs(values.mean()) < 0.02 and abs(values.std() - 1.0) < 0.02
+
+
+def test_dismax_mean_term_leaves_the_softmax_unchanged():
+    features = np.random.default_rng(2).normal(size=(5, 9)).astype("float32")
+    dismax = make_layer("dismax")(features).numpy()
+    # Same distances without the mean term: isomax_plus logits / sqrt(2).
+    isomax = make_layer("isomax_plus")(features).numpy() / np.sqrt(2.0)
+    shift = dismax - isomax
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(shift.shape[1], axis=1), atol=1e-4)
+
+
+def test_rank_3_inputs():
+    layer = make_layer("dismax")
+    features = np.random.default_rng(3).normal(size=(2, 4, 9)).astype("float32")
+    out = layer(features).numpy()
+    assert out.shape == (2, 4, 6)
+    expected = 10.0 * reference_logits(features.reshape(8, 9), layer.prototypes.numpy(), -2.5,
+                                       "dismax")
+    np.testing.assert_allclose(out.reshape(8, 6), expected, rtol=1e-5, atol=1e-4)
+    assert layer.compute_output_shape((2, 4, 9)) == (2, 4, 6)
+
+
+def test_zero_feature_is_equidistant_from_every_prototype():
+    layer = make_layer("isomax_plus")
+    out = layer(np.zeros((1, 9), "float32")).numpy()
+    np.testing.assert_allclose(out, np.full((1, 6), -10.0 * 2.5 * np.sqrt(2.0)), rtol=1e-5)
+
+
+def test_no_batch_by_classes_by_features_tensor():
+    """The forward and backward graphs hold no rank-3 tensor for (B, D) features."""
+    layer = make_layer("dismax", num_classes=50, features=40)
+    loss = EntropicCrossEntropy()
+
+    @tf.function
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            value = loss(labels, layer(features))
+        return tape.gradient(value, [features] + layer.trainable_weights)
+
+    graph = step.get_concrete_function(
+        tf.TensorSpec((None, 40), tf.float32), tf.TensorSpec((None,), tf.int32)).graph
+    ranks = {op.name: t.shape.rank for op in graph.get_operations() for t in op.outputs
+             if t.shape.rank is not None}
+    assert ranks, "the traced graph has no tensors"
+    assert max(ranks.values()) <= 2, {k: r for k, r in ranks.items() if r > 2}
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16", "float16",
+                                    "bfloat16"])
+def test_extreme_features_and_scales_stay_finite(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        compute_dtype = keras.config.dtype_policy().compute_dtype
+        rng = np.random.default_rng(4)
+        direction = rng.normal(size=(9,))
+        direction /= np.linalg.norm(direction)
+        for mode in ("isomax_plus", "dismax"):
+            for scale in (1.0, -100.0, 100.0):
+                layer = make_layer(mode, distance_scale=scale)
+                prototype = layer.prototypes.numpy()[2].astype(np.float64)
+                features = np.stack([
+                    np.zeros(9),                                    # norm 0
+                    1e4 * direction,                                # norm 1e4
+                    1e4 * prototype / np.linalg.norm(prototype),    # at a prototype, norm 1e4
+                    prototype,                                      # at zero distance
+                    rng.normal(size=9),
+                ])
+                features = tf.constant(features, dtype=compute_dtype)
+                labels = tf.constant([0, 1, 2, 2, 5])
+                with tf.GradientTape() as tape:
+                    tape.watch(features)
+                    outputs = layer(features)
+                    value = EntropicCrossEntropy()(labels, outputs)
+                gradients = tape.gradient(value, [features] + layer.trainable_weights)
+                where = f"{policy} {mode} scale={scale}"
+                assert keras.backend.standardize_dtype(outputs.dtype) == "float32", where
+                assert np.all(np.isfinite(outputs.numpy())), where
+                assert np.isfinite(value.numpy()), where
+                for gradient in gradients:
+                    gradient = keras.ops.convert_to_numpy(keras.ops.cast(gradient, "float32"))
+                    assert np.all(np.isfinite(gradient)), where
+                # The zero feature is equidistant from all prototypes: it passes no gradient.
+                assert np.all(keras.ops.convert_to_numpy(
+                    keras.ops.cast(gradients[0][0], "float32")) == 0), where
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("mode,score,numpy_score", [
+    ("dismax", "mmles", lambda l, p: l.max(1) + l.mean(1) + (p * np.log(p)).sum(1)),
+    ("isomax_plus", "max_logit", lambda l, p: l.max(1)),
+])
+def test_ood_score_uses_reference_logits_at_temperature_one(mode, score, numpy_score):
+    layer = make_layer(mode, temperature=2.5)
+    assert layer.recommended_ood_score == score
+    features = np.random.default_rng(5).normal(size=(6, 9)).astype("float32")
+    raw = reference_logits(features, layer.prototypes.numpy(), -2.5, mode)
+    probs = np.exp(raw - raw.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    expected = numpy_score(raw, probs)
+    outputs = layer(features)
+    from_numpy = layer.ood_score(outputs.numpy())
+    assert isinstance(from_numpy, np.ndarray)
+    np.testing.assert_allclose(from_numpy, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.ood_score(outputs)), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_scores_recommended_picks_the_layer():
+    layer = make_layer("dismax")
+    model = keras.Sequential([keras.Input((9,)), layer])
+    name, function = scores.recommended(model)
+    assert name == "mmles" and function == layer.ood_score
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_classes": 1}, "num_classes"),
+    ({"num_classes": 0}, "num_classes"),
+    ({"num_classes": 2.5}, "num_classes"),
+    ({"num_classes": True}, "num_classes"),
+    ({"num_classes": 3, "mode": "isomax"}, "mode"),
+    ({"num_classes": 3, "mode": None}, "mode"),
+    ({"num_classes": 3, "entropic_scale": 0.0}, "entropic_scale"),
+    ({"num_classes": 3, "entropic_scale": float("inf")}, "entropic_scale"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DistanceLogits(**kwargs)
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match="features"):
+        DistanceLogits(3).build((None,))
+    with pytest.raises(ValueError, match="features"):
+        DistanceLogits(3).build((None, None))

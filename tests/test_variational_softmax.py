@@ -1,0 +1,346 @@
+"""VariationalSoftmax and VariationalClassificationLoss against independent NumPy computations."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vc.layers import VariationalSoftmax
+from keras_vc.layers import variational_softmax
+from keras_vc.losses import VariationalClassificationLoss
+
+B, F, K, Z = 12, 6, 4, 3
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(B, F)).astype("float32")
+Y = np.arange(B) % K
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _log_softmax(a):
+    a = a - a.max(-1, keepdims=True)
+    return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+
+def _softplus(a):
+    return np.logaddexp(0.0, a)
+
+
+def _numpy_joint(z, means, log_variances, log_pi):
+    """log N(z_b; mu_k, diag exp(lv_k)) + log pi_k by the textbook formula, one pair at a time."""
+    out = np.zeros((z.shape[0], means.shape[0]))
+    for b in range(z.shape[0]):
+        for k in range(means.shape[0]):
+            var = np.exp(log_variances[k])
+            out[b, k] = (np.sum(-0.5 * np.log(2 * np.pi * var) - (z[b] - means[k]) ** 2 / (2 * var))
+                         + log_pi[k])
+    return out
+
+
+def _prior(layer):
+    means = _np(layer.prior_means).astype(np.float64)
+    log_variances = 5.0 * np.tanh(_np(layer.prior_raw_log_variances).astype(np.float64) / 5.0)
+    return means, log_variances
+
+
+def _encoder_numpy(layer, x):
+    """q(z|x) parameters from the layer's weights, in NumPy."""
+    if layer.encoder is None:
+        if layer.projection is None:
+            return x.astype(np.float64), None
+        kernel, bias = (_np(w) for w in layer.projection.weights)
+        return x @ kernel + bias, None
+    mean_kernel, mean_bias = (_np(w) for w in layer.encoder.mean_network[0].weights)
+    lv_kernel, lv_bias = (_np(w) for w in layer.encoder.log_variance_network[0].weights)
+    return x @ mean_kernel + mean_bias, 10.0 * np.tanh((x @ lv_kernel + lv_bias) / 10.0)
+
+
+def _randomise(layer):
+    """Moves every weight away from its initial value (zeros, ones) so that tests see them."""
+    rng = np.random.default_rng(1)
+    for weight in layer.trainable_weights:
+        weight.assign(_np(weight) + 0.3 * rng.normal(size=weight.shape).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def gaussian_layer():
+    layer = VariationalSoftmax(K, latent_dim=Z, class_prior="learned", seed=3)
+    layer(X)
+    _randomise(layer)
+    return layer
+
+
+@pytest.fixture(scope="module")
+def deterministic_layer():
+    layer = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic", seed=4)
+    layer(X)
+    _randomise(layer)
+    return layer
+
+
+@pytest.mark.parametrize("which", ["gaussian_layer", "deterministic_layer"])
+def test_inference_logits_are_gaussian_log_joint_densities(which, request):
+    layer = request.getfixturevalue(which)
+    mean, _ = _encoder_numpy(layer, X)
+    means, log_variances = _prior(layer)
+    log_pi = _np(layer.class_log_prior())
+    if layer.class_prior == "learned":
+        logits = _np(layer.class_logits)
+        np.testing.assert_allclose(log_pi, _log_softmax(logits[None])[0], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_allclose(log_pi, np.full(K, -np.log(K)), rtol=1e-6)
+    expected = _numpy_joint(mean, means, log_variances, log_pi)
+    np.testing.assert_allclose(_np(layer(X, training=False)), expected, rtol=1e-4, atol=1e-4)
+    # The TFP priors agree.
+    tfp_log_prob = _np(layer.prior_distribution().log_prob(mean[:, None, :].astype("float32")))
+    np.testing.assert_allclose(tfp_log_prob + log_pi, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_temperature_divides_inference_outputs_only(deterministic_layer):
+    layer = deterministic_layer
+    plain = _np(layer(X))
+    layer.temperature.assign(2.5)
+    try:
+        np.testing.assert_allclose(_np(layer(X)), plain / 2.5, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_np(layer(X, training=True)), plain, rtol=1e-5, atol=1e-5)
+        scores = layer.ood_score(_np(layer(X)))
+        log_marginal = np.log(np.exp(plain.astype(np.float64)).sum(-1))
+        np.testing.assert_allclose(scores, log_marginal, rtol=1e-5, atol=1e-4)
+    finally:
+        layer.temperature.assign(1.0)
+    assert layer.recommended_ood_score == "energy"
+
+
+def test_gaussian_kl_term_matches_closed_form(gaussian_layer):
+    layer = gaussian_layer
+    out = layer(X, training=True)
+    terms = variational_softmax.training_terms(out)
+    mean, log_variance = _encoder_numpy(layer, X)
+    means, log_variances = _prior(layer)
+    vq, vp = np.exp(log_variance), np.exp(log_variances)
+    kl = np.array([[np.sum(0.5 * np.log(vp[k] / vq[b]) + (vq[b] + (mean[b] - means[k]) ** 2)
+                           / (2 * vp[k]) - 0.5) for k in range(K)] for b in range(B)])
+    np.testing.assert_allclose(_np(terms["kl"]), layer.beta * kl, rtol=1e-4, atol=1e-6)
+    # Entropy of q, the label-free part of that KL, in closed form.
+    entropy = _np(layer.posterior_distribution(X).entropy())
+    np.testing.assert_allclose(entropy, 0.5 * np.sum(np.log(2 * np.pi * np.e * vq), -1),
+                               rtol=1e-5)
+
+
+def test_training_draws_follow_the_posterior():
+    layer = VariationalSoftmax(2, latent_dim=2, consistency_weight=0.0, seed=0)
+    x = np.repeat(X[:1], 4000, axis=0)
+    layer(x)
+    mean, log_variance = _encoder_numpy(layer, x[:1])
+    means, log_variances = _prior(layer)
+    # With a uniform class prior: logits_1 - logits_0 is affine in z and z^2 per coordinate,
+    # so its sample mean and variance over draws identify E[z] and Var[z] only jointly; instead
+    # read z back: with equal variances (initial prior) the difference is linear in z.
+    diff = _np(layer(x, training=True))
+    diff = diff[:, 1] - diff[:, 0]
+    direction = (means[1] - means[0]) / np.exp(log_variances[0])
+    offset = -0.5 * np.sum((means[1] ** 2 - means[0] ** 2) / np.exp(log_variances[0]))
+    predicted_mean = mean[0] @ direction + offset
+    predicted_std = np.sqrt(np.sum(direction ** 2 * np.exp(log_variance[0])))
+    assert abs(diff.mean() - predicted_mean) < 4 * predicted_std / np.sqrt(4000) + 1e-3
+    assert abs(diff.std() / predicted_std - 1) < 0.06
+
+
+def test_deterministic_terms_and_discriminator_scores(deterministic_layer):
+    layer = deterministic_layer
+    out = layer(X, training=True)
+    terms = variational_softmax.training_terms(out)
+    z, _ = _encoder_numpy(layer, X)
+    means, log_variances = _prior(layer)
+    log_density = _numpy_joint(z, means, log_variances, np.zeros(K))
+    np.testing.assert_allclose(_np(terms["kl"]), -layer.beta * log_density, rtol=1e-4, atol=1e-5)
+    kernel, bias = _np(layer.discriminator_kernel), _np(layer.discriminator_bias)
+    real = z @ kernel + bias
+    np.testing.assert_allclose(_np(terms["consistency"]), layer.consistency_weight * real,
+                               rtol=1e-4, atol=1e-6)
+    # discriminator = softplus(-T(z, k)) + softplus(T(z~, k)), z~ ~ N(mu_k, sigma_k^2): recover
+    # T(z~, k) and compare its distribution with N(mu_k . w_k + b_k, sum_d sigma_kd^2 w_kd^2).
+    x = np.repeat(X, 400, axis=0)
+    disc = _np(variational_softmax.training_terms(layer(x, training=True))["discriminator"])
+    real = np.repeat(real, 400, axis=0)
+    fake = np.log(np.expm1(disc - _softplus(-real)))
+    expected_mean = np.sum(means.T * kernel, axis=0) + bias
+    expected_std = np.sqrt(np.sum(np.exp(log_variances).T * kernel ** 2, axis=0))
+    np.testing.assert_allclose(fake.mean(0), expected_mean, atol=4 * expected_std.max() / 69)
+    np.testing.assert_allclose(fake.std(0), expected_std, rtol=0.05)
+
+
+def test_loss_with_beta_zero_and_deterministic_latent_is_cross_entropy():
+    layer = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic", beta=0.0,
+                               consistency_weight=0.0, seed=1)
+    layer(X)
+    _randomise(layer)
+    z, _ = _encoder_numpy(layer, X)
+    logits = _numpy_joint(z, *_prior(layer), np.full(K, -np.log(K)))
+    expected = -np.mean(_log_softmax(logits)[np.arange(B), Y])
+    loss = VariationalClassificationLoss()
+    actual = float(_np(loss(Y, layer(X, training=True))))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+    # One-hot and (B, 1) labels give the same value.
+    np.testing.assert_allclose(float(_np(loss(np.eye(K)[Y], layer(X, training=True)))), expected,
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(_np(loss(Y[:, None], layer(X, training=True)))), expected,
+                               rtol=1e-5)
+
+
+def test_loss_adds_the_label_columns_of_every_term(gaussian_layer):
+    out = gaussian_layer(X, training=True)
+    terms = variational_softmax.training_terms(out)
+    per_class = -_log_softmax(_np(out).astype(np.float64))
+    for name in ("kl", "consistency", "discriminator"):
+        per_class = per_class + _np(terms[name])
+    expected = np.mean(per_class[np.arange(B), Y])
+    actual = float(_np(VariationalClassificationLoss()(Y, out)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+    # In inference mode the loss is the cross-entropy of the deterministic prediction.
+    out = gaussian_layer(X, training=False)
+    expected = -np.mean(_log_softmax(_np(out).astype(np.float64))[np.arange(B), Y])
+    np.testing.assert_allclose(float(_np(VariationalClassificationLoss()(Y, out))), expected,
+                               rtol=1e-5)
+
+
+def _gradients(layer, name):
+    with tf.GradientTape() as tape:
+        out = layer(X, training=True)
+        terms = variational_softmax.training_terms(out)
+        if name == "cross_entropy":
+            value = -tf.reduce_sum(tf.nn.log_softmax(out) * np.eye(K, dtype="float32")[Y])
+        else:
+            value = tf.reduce_sum(terms[name] * np.eye(K, dtype="float32")[Y])
+    variables = layer.trainable_variables
+    grads = tape.gradient(value, variables)
+    norms = {}
+    for variable, grad in zip(variables, grads):
+        norm = 0.0 if grad is None else float(np.abs(_np(grad)).sum())
+        group = ("discriminator" if "discriminator" in variable.path
+                 else "prior" if "prior" in variable.path or "class_logits" in variable.path
+                 else "encoder")
+        norms[group] = norms.get(group, 0.0) + norm
+    return norms
+
+
+def test_stop_gradients_separate_the_discriminator(gaussian_layer):
+    discriminator = _gradients(gaussian_layer, "discriminator")
+    assert discriminator["discriminator"] > 0
+    assert discriminator["encoder"] == 0.0 and discriminator["prior"] == 0.0
+    consistency = _gradients(gaussian_layer, "consistency")
+    assert consistency["encoder"] > 0
+    assert consistency["discriminator"] == 0.0 and consistency["prior"] == 0.0
+    for name in ("kl", "cross_entropy"):
+        norms = _gradients(gaussian_layer, name)
+        assert norms["encoder"] > 0 and norms["prior"] > 0
+        assert norms["discriminator"] == 0.0
+
+
+def test_density_ratio_discriminator_estimates_a_known_kl():
+    """q(z|y) = N(0, 1), p(z|y) = N(1, 1): the optimal T is 1/2 - z and KL = 1/2."""
+    keras.utils.set_random_seed(0)
+    layer = VariationalSoftmax(2, latent_dim=None, posterior="deterministic", prior="fixed",
+                               beta=0.0, consistency_weight=1.0, seed=0,
+                               prior_mean_initializer=keras.initializers.Constant(1.0))
+    model = keras.Sequential([keras.Input((1,)), layer])
+    x = np.random.default_rng(0).normal(size=(7680, 1)).astype("float32")
+    y = np.zeros(7680, dtype="int32")
+    model.compile(optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(0.1, 150)),
+        loss=VariationalClassificationLoss(), jit_compile=False)  # XLA: the contract's job
+    model.fit(x, y, batch_size=512, epochs=10, verbose=0)  # 150 steps
+    assert [v.path.split("/")[-1] for v in layer.trainable_variables] == [
+        "discriminator_kernel", "discriminator_bias"]
+    fresh = np.random.default_rng(1).normal(size=(20000, 1)).astype("float32")
+    estimate = layer.consistency_kl(fresh, np.zeros(20000, dtype="int32"))
+    assert abs(estimate - 0.5) < 0.05, estimate
+    np.testing.assert_allclose(_np(layer.discriminator_kernel)[0, 0], -1.0, atol=0.15)
+
+
+def test_monte_carlo_prediction_averages_probabilities(gaussian_layer):
+    layer = gaussian_layer
+    state = _np(layer.seed_generator.state)
+    mc = _np(layer(X, num_samples=5))
+    layer.seed_generator.state.assign(state)
+    mean, log_variance = layer.encode(X)
+    from keras_vc.ops import gaussian
+
+    draws = _np(gaussian.sample(mean, log_variance, layer.seed_generator, num_samples=5))
+    means, log_variances = _prior(layer)
+    log_pi = _np(layer.class_log_prior())
+    joint = np.stack([_numpy_joint(d, means, log_variances, log_pi) for d in draws])
+    probs = np.exp(_log_softmax(joint)).mean(0)
+    np.testing.assert_allclose(np.exp(_log_softmax(mc)), probs, rtol=1e-4, atol=1e-6)
+    marginal = np.log(np.exp(joint).sum(-1).mean(0))
+    np.testing.assert_allclose(layer.ood_score(mc), marginal, rtol=1e-4, atol=1e-4)
+    # Stochastic: another call differs; the default (num_samples=1) path is the mean.
+    assert not np.allclose(_np(layer(X, num_samples=5)), mc)
+    np.testing.assert_allclose(_np(layer(X)), _np(layer(X)))
+
+
+def test_deterministic_posterior_ignores_num_samples(deterministic_layer):
+    np.testing.assert_allclose(_np(deterministic_layer(X, num_samples=4)),
+                               _np(deterministic_layer(X)), rtol=1e-6)
+    with pytest.raises(ValueError, match="posterior='gaussian'"):
+        deterministic_layer.posterior_distribution(X)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_classes=1), "num_classes"),
+    (dict(num_classes=K, latent_dim=0), "latent_dim"),
+    (dict(num_classes=K, num_samples=0), "num_samples"),
+    (dict(num_classes=K, beta=-0.1), "beta"),
+    (dict(num_classes=K, consistency_weight=-1.0), "consistency_weight"),
+    (dict(num_classes=K, posterior="vmf"), "posterior"),
+    (dict(num_classes=K, prior="mixture"), "prior"),
+    (dict(num_classes=K, class_prior="empirical"), "class_prior"),
+    (dict(num_classes=K, seed=1.5), "seed"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VariationalSoftmax(**kwargs)
+
+
+def test_bad_call_arguments(gaussian_layer):
+    with pytest.raises(ValueError, match="num_samples"):
+        gaussian_layer(X, num_samples=0)
+    with pytest.raises(ValueError, match="batch, features"):
+        VariationalSoftmax(K)(np.zeros((2, 3, 4), "float32"))
+    with pytest.raises(ValueError, match="labels"):
+        gaussian_layer.consistency_kl(X, np.full(B, K))
+    with pytest.raises(ValueError, match="consistency_weight=0"):
+        layer = VariationalSoftmax(K, consistency_weight=0.0)
+        layer(X)
+        layer.consistency_kl(X, Y)
+
+
+def test_loss_rejects_bad_labels_and_foreign_logits(gaussian_layer):
+    loss = VariationalClassificationLoss()
+    out = gaussian_layer(X, training=True)
+    with pytest.raises(ValueError, match=r"y_true.*\[0, 3\]"):
+        loss(np.full(B, K), out)
+    with pytest.raises(ValueError, match="y_true"):
+        loss(-np.ones(B, dtype="int32"), out)
+    with pytest.raises(ValueError, match="VariationalSoftmax"):
+        loss(Y, _np(out))
+
+    @tf.function
+    def traced(labels):
+        return loss(labels, gaussian_layer(X, training=True))
+
+    # Traced, values are unknown until run: an out-of-range label makes the loss NaN.
+    assert np.isnan(_np(traced(tf.constant(np.full(B, K)))))
+    assert np.isfinite(_np(traced(tf.constant(Y))))
+
+
+def test_config_round_trip_keeps_every_argument():
+    layer = VariationalSoftmax(5, latent_dim=7, posterior="deterministic", prior="fixed",
+                               class_prior="learned", beta=0.2, consistency_weight=0.0,
+                               num_samples=3, seed=9)
+    config = layer.get_config()
+    assert VariationalSoftmax.from_config(config).get_config() == config
+    loss = VariationalClassificationLoss(reduction="sum")
+    assert VariationalClassificationLoss.from_config(loss.get_config()).reduction == "sum"
