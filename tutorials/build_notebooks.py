@@ -1,4 +1,4 @@
-"""Writes the tutorial notebooks (``tutorials/*.ipynb``) from their sources (``tutorials/src/*.py``).
+"""Writes the tutorial notebooks (tutorials/*.ipynb) from their sources (tutorials/src/*.py).
 
 The sources are plain Python files in the "percent" format that Jupytext, VS Code and PyCharm
 understand: ``# %%`` starts a code cell, ``# %% [markdown]`` a markdown cell whose lines are

@@ -1,4 +1,4 @@
-# Source of tutorials/02_dismax_isomax.ipynb; run `python tutorials/build_notebooks.py` after editing.
+# Source of tutorials/02_dismax_isomax.ipynb, written by tutorials/build_notebooks.py.
 
 # %% [markdown]
 # # IsoMax+ and DisMax: distances as logits, for out-of-distribution detection
@@ -57,7 +57,7 @@ from keras_vc.losses import EntropicCrossEntropy
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
-EPOCHS = 3 if FAST else 15
+EPOCHS = 2 if FAST else 15
 BATCH_SIZE = 64
 keras.utils.set_random_seed(0)
 
@@ -71,7 +71,7 @@ keras.utils.set_random_seed(0)
 # only appear in the final evaluation.
 
 # %%
-data = load_tutorial_data(max_train=1000 if FAST else 20000, max_eval=300 if FAST else 5000)
+data = load_tutorial_data(max_train=500 if FAST else 20000, max_eval=200 if FAST else 5000)
 data
 
 # %%
@@ -233,8 +233,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# (In production the threshold is fitted on validation data, as tutorial 5 does, and never on
-# the test inputs; here it only marks the 95% point of the plotted distribution.)
+# (In production the threshold is fitted on validation data, as the
+# [serving tutorial](colab:05_serving.ipynb) does, and never on the test inputs; here it only
+# marks the 95% point of the plotted distribution.)
 #
 # ## What to remember
 #
@@ -247,4 +248,4 @@ plt.show()
 #   code does.
 # - Calibrate with `fit_temperature` on validation data; the temperature lives in the layer and
 #   travels with the saved or exported model. `export_for_serving` serves the head's own score
-#   (tutorial 5).
+#   ([serving tutorial](colab:05_serving.ipynb)).

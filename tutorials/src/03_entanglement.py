@@ -1,4 +1,4 @@
-# Source of tutorials/03_entanglement.ipynb; run `python tutorials/build_notebooks.py` after editing.
+# Source of tutorials/03_entanglement.ipynb, written by tutorials/build_notebooks.py.
 
 # %% [markdown]
 # # Entanglement: the soft nearest neighbor loss and deep k-nearest neighbours
@@ -50,7 +50,7 @@ from keras_vc.data.tutorial import load_tutorial_data
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
-EPOCHS = 3 if FAST else 15
+EPOCHS = 2 if FAST else 15
 keras.utils.set_random_seed(0)
 
 # %% [markdown]
@@ -85,7 +85,7 @@ plt.show()
 # which one you got.**
 
 # %%
-data = load_tutorial_data(max_train=1000 if FAST else 20000, max_eval=300 if FAST else 5000)
+data = load_tutorial_data(max_train=500 if FAST else 20000, max_eval=200 if FAST else 5000)
 data
 
 # %% [markdown]

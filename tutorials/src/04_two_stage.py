@@ -1,4 +1,4 @@
-# Source of tutorials/04_two_stage.ipynb; run `python tutorials/build_notebooks.py` after editing.
+# Source of tutorials/04_two_stage.ipynb, written by tutorials/build_notebooks.py.
 
 # %% [markdown]
 # # Two-stage training: a new head on frozen features (TST and V-TST)
@@ -50,8 +50,8 @@ from keras_vc.data.tutorial import load_tutorial_data
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
-STAGE1_EPOCHS = 3 if FAST else 20
-STAGE2_EPOCHS = 4 if FAST else 40
+STAGE1_EPOCHS = 2 if FAST else 20
+STAGE2_EPOCHS = 3 if FAST else 40
 keras.utils.set_random_seed(0)
 
 # %% [markdown]
@@ -63,7 +63,7 @@ keras.utils.set_random_seed(0)
 # differences you see offline are mostly noise.
 
 # %%
-data = load_tutorial_data(max_train=1000 if FAST else 20000, max_eval=300 if FAST else 5000)
+data = load_tutorial_data(max_train=500 if FAST else 20000, max_eval=200 if FAST else 5000)
 data
 
 # %% [markdown]
@@ -221,7 +221,8 @@ for name, model in (("TST", tst), ("V-TST", vtst)):
 # from a different dataset. Here is the maximum softmax probability as an out-of-distribution
 # score for each model: AUROC 1 means the in-distribution test inputs always score higher than
 # the OOD inputs, 0.5 is chance. The paper reports mixed OOD results for TST and V-TST. For
-# detection, the distance-based heads of tutorial 2 are built for the job.
+# detection, the distance-based heads of the
+# [DisMax and IsoMax+ tutorial](colab:02_dismax_isomax.ipynb) are built for the job.
 
 # %%
 for name, model in (("stage 1", stage1), ("TST", tst), ("V-TST", vtst)):
@@ -241,4 +242,4 @@ for name, model in (("stage 1", stage1), ("TST", tst), ("V-TST", vtst)):
 #   own a temperature.
 # - The stage-2 model is an ordinary Keras model (`inputs -> frozen features -> head`): save it
 #   with `model.save("model.keras")` or serve it with `keras_vc.export.export_for_serving`
-#   (tutorial 5).
+#   (see the [serving tutorial](colab:05_serving.ipynb)).
