@@ -57,7 +57,7 @@ from keras_vc.losses import EntropicCrossEntropy
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
-EPOCHS = 2 if FAST else 15
+EPOCHS = 2 if FAST else 10
 BATCH_SIZE = 64
 keras.utils.set_random_seed(0)
 

@@ -50,7 +50,7 @@ from keras_vc.data.tutorial import load_tutorial_data
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices
 # The test suite runs every tutorial at tiny settings; in Colab this is False.
 FAST = os.environ.get("KERAS_VC_TUTORIAL_FAST") == "1"
-STAGE1_EPOCHS = 2 if FAST else 20
+STAGE1_EPOCHS = 2 if FAST else 15
 STAGE2_EPOCHS = 3 if FAST else 40
 keras.utils.set_random_seed(0)
 
