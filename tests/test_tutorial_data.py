@@ -219,6 +219,7 @@ def test_hosts_come_from_the_registered_download_urls():
     (dict(timeout=0), "`timeout`"),
     (dict(data_dir=7), "`data_dir`"),
     (dict(dataset="digits", ood="mnist"), "`ood`"),
+    (dict(dataset="mnist", ood="mnist"), "`ood` must differ"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -127,8 +127,9 @@ def load_tutorial_data(dataset="auto", ood=None, *, offline=None, seed=0, max_tr
         A :class:`TutorialData`.
 
     Raises:
-        ValueError: a bad argument, an unknown TFDS name, a dataset without a default OOD pair
-            and no ``ood``, or OOD images whose shape differs from the in-distribution images.
+        ValueError: a bad argument, an unknown TFDS name, ``ood`` equal to ``dataset``, a dataset
+            without a default OOD pair and no ``ood``, or OOD images whose shape differs from the
+            in-distribution images.
 
     Example:
         >>> data = load_tutorial_data(offline=True)
@@ -140,6 +141,8 @@ def load_tutorial_data(dataset="auto", ood=None, *, offline=None, seed=0, max_tr
                          f"'digits', got {dataset!r}.")
     if ood is not None and (not isinstance(ood, str) or not ood):
         raise ValueError(f"`ood` must be None or a dataset name, got {ood!r}.")
+    if ood == dataset:
+        raise ValueError(f"`ood` must differ from `dataset`, got {ood!r} for both.")
     if offline is not None and not isinstance(offline, bool):
         raise ValueError(f"`offline` must be None, True or False, got {offline!r}.")
     seed = _validation.check_int(seed, "seed", minimum=0)
