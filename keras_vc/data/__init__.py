@@ -23,3 +23,5 @@ from keras_vc.data.ood import OpenSetSplit
 from keras_vc.data.ood import open_set_split
 from keras_vc.data.ood import photo_patches
 from keras_vc.data.ood import shuffle_positions
+from keras_vc.data.tutorial import TutorialData
+from keras_vc.data.tutorial import load_tutorial_data

@@ -57,6 +57,9 @@ def reliability_diagram(labels, probs, num_bins=15, ax=None, title=None):
         main_ax.set_title(title)
     if count_ax is None:
         count_ax = main_ax.twinx()
+        # A twin axis is drawn above its host: put the counts behind the accuracy bars.
+        main_ax.set_zorder(count_ax.get_zorder() + 1)
+        main_ax.patch.set_visible(False)
         count_ax.set_ylabel("samples", color="gray")
         count_ax.bar(centers, counts, width=width, color="gray", alpha=0.2)
     else:
