@@ -7,6 +7,8 @@ output layer and the loss change. DisMax runs without fractional probability reg
 array-based ``fit`` does not apply.
 """
 
+import functools
+
 import keras
 
 from keras_vc.benchmark.methods import Method
@@ -16,16 +18,18 @@ from keras_vc.layers import DistanceLogits
 from keras_vc.losses import EntropicCrossEntropy
 
 
-def _trainer(mode):
-    def train(backbone, split, protocol, seed, context):
-        model = keras.Sequential(
-            [keras.Input(split.input_shape), backbone,
-             DistanceLogits(split.num_classes, mode=mode, name="logits")],
-            name=f"{mode}_classifier",
-        )
-        return fit_classifier(model, split, protocol, EntropicCrossEntropy(), seed=seed)
+def train(backbone, split, protocol, seed, context, mode):
+    model = keras.Sequential(
+        [keras.Input(split.input_shape), backbone,
+         DistanceLogits(split.num_classes, mode=mode, name="logits")],
+        name=f"{mode}_classifier",
+    )
+    return fit_classifier(model, split, protocol, EntropicCrossEntropy(), seed=seed)
 
-    return train
+
+def _trainer(mode):
+    # A partial of a module-level function pickles, so the method reaches worker processes.
+    return functools.partial(train, mode=mode)
 
 
 _NOTE = ("softmax of the DistanceLogits output (entropic scale 10 inside the layer, T = 1); "

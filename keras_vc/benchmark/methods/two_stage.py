@@ -1,5 +1,7 @@
 """TST and V-TST (Jordahn & Olmos, ICML 2024): a new head on the frozen softmax baseline."""
 
+import functools
+
 from keras_vc import two_stage
 from keras_vc.benchmark.methods import Method
 from keras_vc.benchmark.methods import register
@@ -8,22 +10,24 @@ LATENT_DIM = 128
 NUM_SAMPLES = 10
 
 
-def _trainer(head):
-    def train(backbone, split, protocol, seed, context):
-        # Stage 1 is the softmax baseline of the same seed, cut at its backbone's output (the
-        # freshly built `backbone` argument is not used).
-        if "softmax" not in context:
-            raise ValueError(f"`{head}` needs the `softmax` method trained first in the same run "
-                             "(its stage 1); add softmax to --methods.")
-        stage1 = context["softmax"]
-        return two_stage.retrain_head(
-            stage1, features=stage1.layers[-2].name, head=head, latent_dim=LATENT_DIM,
-            train_data=(split.x_train, split.y_train),
-            validation_data=(split.x_val, split.y_val), epochs=protocol.epochs,
-            optimizer=protocol.make_optimizer(), batch_size=protocol.batch_size,
-            num_samples=NUM_SAMPLES, seed=seed, jit_compile=True)
+def train(backbone, split, protocol, seed, context, head):
+    # Stage 1 is the softmax baseline of the same seed, cut at its backbone's output (the
+    # freshly built `backbone` argument is not used).
+    if "softmax" not in context:
+        raise ValueError(f"`{head}` needs the `softmax` method trained first in the same run "
+                         "(its stage 1); add softmax to --methods.")
+    stage1 = context["softmax"]
+    return two_stage.retrain_head(
+        stage1, features=stage1.layers[-2].name, head=head, latent_dim=LATENT_DIM,
+        train_data=(split.x_train, split.y_train),
+        validation_data=(split.x_val, split.y_val), epochs=protocol.epochs,
+        optimizer=protocol.make_optimizer(), batch_size=protocol.batch_size,
+        num_samples=NUM_SAMPLES, seed=seed, jit_compile=True)
 
-    return train
+
+def _trainer(head):
+    # A partial of a module-level function pickles, so the method reaches worker processes.
+    return functools.partial(train, head=head)
 
 
 _STAGE_TWO = ("stage 2 on the frozen softmax baseline of the same seed (cut at its backbone "
