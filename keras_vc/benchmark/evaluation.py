@@ -6,6 +6,8 @@ the validation split (never on test). The math comes from :mod:`keras_vc.metrics
 :mod:`keras_vc.calibration`, :mod:`keras_vc.scores` and :mod:`keras_vc.robustness`.
 """
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -19,17 +21,33 @@ CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
 TEMPERATURE_OBJECTIVE = "nll"
 PREDICT_BATCH = 2048
 
+_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
 def predict_logits(model, x):
     """float64 logits of ``model(x, training=False)``, in batches of :data:`PREDICT_BATCH`.
 
-    Eager calls: nothing to trace or compile per model (``model.predict`` traces a function per
-    model, and retraces, or recompiles under XLA, for every new last-batch size), and for these
-    small models the per-call overhead is negligible next to the batch.
+    One ``tf.function`` per model with an unknown batch dimension, traced once whatever the
+    number of inputs (``model.predict`` retraces for every new last-batch size, and under XLA
+    that costs a compilation each time; eager calls pay Keras' per-layer overhead every time).
     """
+    import tensorflow as tf
+
     x = np.asarray(x, dtype=np.float32)
-    outputs = [np.asarray(keras.ops.convert_to_numpy(
-        model(x[start:start + PREDICT_BATCH], training=False)), dtype=np.float64)
-        for start in range(0, x.shape[0], PREDICT_BATCH)]
+    function = _PREDICT_FUNCTIONS.get(model)
+    if function is None:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        def forward(inputs):
+            return model_ref()(inputs, training=False)
+
+        spec = tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32)
+        function = tf.function(forward, input_signature=[spec])
+        # One trace per model is expected (TensorFlow counts traces per code location).
+        function._omit_frequent_tracing_warning = True
+        _PREDICT_FUNCTIONS[model] = function
+    outputs = [np.asarray(function(x[start:start + PREDICT_BATCH]), dtype=np.float64)
+               for start in range(0, x.shape[0], PREDICT_BATCH)]
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0))
     if logits.ndim != 2:
         raise ValueError(f"the model must output logits of shape (n, K), got {logits.shape}")

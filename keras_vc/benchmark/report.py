@@ -206,8 +206,11 @@ def _protocol_lines(report):
         lines.append(
             f"- **{name}**: backbone `{data['backbone']}` + each method's head; "
             f"{p['optimizer']} (learning rate {p['learning_rate']:g}), {p['epochs']} epochs, "
-            f"batch {p['batch_size']}, no early stopping, no weight decay, no augmentation"
-            f"; split sizes {data['sizes'].get('full', {})}.")
+            f"batch {p['batch_size']}, no early stopping, no weight decay, no augmentation "
+            f"(speed settings, which do not change the updates: XLA "
+            f"{'on' if p.get('jit_compile') else 'off'}, "
+            f"{p.get('steps_per_execution', 1)} steps per execution); "
+            f"split sizes {data['sizes'].get('full', {})}.")
     return lines
 
 

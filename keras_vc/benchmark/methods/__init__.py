@@ -2,8 +2,16 @@
 
 A method turns a freshly built backbone (identical initial weights for every method of a seed)
 into a trained classifier whose output is logits. Each method lives in its own module of this
-package and registers itself with :func:`register`; the softmax baseline is the reference every
-other method is paired with (same split, same backbone initialisation, same batch order).
+package and registers itself with :func:`register` (every module here is imported by
+:func:`discover`); the softmax baseline is the reference every other method is paired with (same
+split, same backbone initialisation, same batch order).
+
+Writing a method: build the model around ``backbone`` (already built, do not rebuild or
+re-initialise it), compile it with ``**protocol.compile_options()`` and fit it on
+``training_dataset(split.x_train, split.y_train, protocol.batch_size, seed)`` for
+``protocol.epochs`` epochs, or simply call :func:`fit_classifier`. Models in ``context`` belong
+to other methods and are evaluated already, but later methods may still read them: copy
+weights rather than training them in place.
 """
 
 import dataclasses
@@ -56,8 +64,9 @@ class Method:
         title: a human-readable name for tables.
         train: ``train(backbone, split, protocol, seed, context) -> keras.Model`` returning a
             trained model whose output is logits (what a user gets by default). ``context`` is a
-            dict of the models already trained for this dataset and seed, keyed by method name
-            (two-stage methods start from ``context["softmax"]``).
+            dict of the models already trained for this dataset, seed and config (all classes,
+            open-set or low-data), keyed by method name (two-stage methods start from
+            ``context["softmax"]``; list it in ``requires``).
         ood_score: name of the recommended OOD score; the score itself comes from
             ``keras_vc.scores.recommended(model)`` (the output layer's ``ood_score``) or, for a
             plain output, from ``keras_vc.scores.get(ood_score)``.
