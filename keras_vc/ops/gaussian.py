@@ -14,8 +14,8 @@ Two kinds of code live here:
   ``p(z | y)`` (``log_prob``, ``sample``, ``entropy``, ``tfd.kl_divergence`` ...). The tests check
   every closed form here against an independent NumPy formula and against TFP.
 
-Sampling uses ``keras.random.normal`` with a ``keras.random.SeedGenerator`` owned by the calling
-layer, which is stateless (XLA-safe) on every backend.
+Sampling (:func:`standard_normal`, :func:`sample`) draws stateless noise (XLA-safe) from a
+``keras.random.SeedGenerator`` owned by the calling layer.
 """
 
 import math
@@ -102,6 +102,44 @@ def multivariate_normal_diag(mean, log_variance, name="MultivariateNormalDiag"):
 # --------------------------------------------------------------------------------------------
 
 
+def standard_normal(shape, seed, dtype="float32"):
+    """Standard normal noise of ``shape``; stateless (XLA-safe) for a ``SeedGenerator`` seed.
+
+    On the TensorFlow backend with a ``keras.random.SeedGenerator`` this draws the generator's
+    next seed and calls ``tf.random.stateless_normal`` with the Philox algorithm.
+    ``keras.random.normal`` leaves the algorithm to TensorFlow (``"auto_select"``), which under
+    XLA on CPU runs about ten times slower (7 ms instead of 0.6 ms for a 64 x 128 draw with
+    TensorFlow 2.21): in a small model's training step that dominates. Any other seed, or
+    another backend, goes through ``keras.random.normal``.
+
+    Args:
+        shape: output shape (ints or scalar tensors).
+        seed: a ``keras.random.SeedGenerator`` or anything ``keras.random.normal`` accepts.
+        dtype: floating dtype of the draws.
+
+    Returns:
+        A tensor of independent N(0, 1) draws.
+    """
+    if keras.backend.backend() == "tensorflow" and isinstance(seed, keras.random.SeedGenerator):
+        import tensorflow as tf
+
+        state = seed.next()
+        # The generator's state is int64; stateless ops under XLA need int32 seeds (as Keras).
+        state = tf.cast(tf.math.floormod(state, tf.int32.max - 1), tf.int32)
+        return tf.random.stateless_normal(shape, seed=state, dtype=dtype, alg="philox")
+    return keras.random.normal(shape, dtype=dtype, seed=seed)
+
+
+def reparameterize(mean, log_variance, noise):
+    """``mean + exp(log_variance / 2) * noise``: a draw from the Gaussian for ``noise ~ N(0, I)``.
+
+    Gradients flow to ``mean`` and ``log_variance`` (the reparameterisation trick). Use it when
+    the noise is shared with another computation; :func:`sample` draws the noise itself.
+    """
+    mean, log_variance = _pair(mean, log_variance)
+    return mean + ops.exp(0.5 * log_variance) * ops.cast(noise, mean.dtype)
+
+
 def sample(mean, log_variance, seed, num_samples=None):
     """Reparameterised draws ``z = mean + exp(log_variance / 2) * eps``, ``eps ~ N(0, I)``.
 
@@ -125,8 +163,7 @@ def sample(mean, log_variance, seed, num_samples=None):
     shape = ops.shape(mean)
     if num_samples is not None:
         shape = (num_samples,) + tuple(shape)
-    noise = keras.random.normal(shape, dtype=mean.dtype, seed=seed)
-    return mean + ops.exp(0.5 * log_variance) * noise
+    return reparameterize(mean, log_variance, standard_normal(shape, seed, dtype=mean.dtype))
 
 
 # --------------------------------------------------------------------------------------------
