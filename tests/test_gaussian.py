@@ -96,7 +96,8 @@ def test_kl_divergence_matches_numpy_tfp_and_monte_carlo(params):
 
 
 def test_pairwise_kl_and_expected_log_density(params):
-    mq, lq, mp, lp = params["mean"], params["log_variance"], params["means"], params["log_variances"]
+    mq, lq = params["mean"], params["log_variance"]
+    mp, lp = params["means"], params["log_variances"]
     vq, vp = np.exp(lq), np.exp(lp)
     kl = np.zeros((B, K))
     cross = np.zeros((B, K))

@@ -336,14 +336,13 @@ class VariationalSoftmax(keras.layers.Layer):
     def _training_outputs(self, mean, log_variance):
         """Logits of one posterior draw and the (B, K) label-dependent terms."""
         has_discriminator = self.discriminator_kernel is not None
-        # One standard-normal draw serves both the posterior sample z = mean + s * eps and the
-        # prior samples z~ = mu + sigma * eps of the discriminator. Reusing it couples a real
-        # and a fake sample of the same row, but the discriminator's loss is a sum of an
-        # expectation over real and one over fake samples, so its gradient stays unbiased; it
-        # saves a random draw, the largest single cost of a small model's step on CPU.
-        if log_variance is not None or has_discriminator:
-            eps = gaussian.standard_normal(ops.shape(mean), self.seed_generator)
-        z = mean if log_variance is None else gaussian.reparameterize(mean, log_variance, eps)
+        # One call to the generator draws the noise of the posterior sample z and, independently,
+        # of the discriminator's prior samples (one random op in the compiled step, not two).
+        num_noises = int(log_variance is not None) + int(has_discriminator)
+        if num_noises:
+            noise = gaussian.standard_normal((num_noises,) + tuple(ops.shape(mean)),
+                                             self.seed_generator)
+        z = mean if log_variance is None else gaussian.reparameterize(mean, log_variance, noise[0])
         class_log_prior = self.class_log_prior()
         logits = self.joint_log_density(z)
         # beta * KL(q(z | x) || p(z | k)) = beta * (E_q[-log p(z | k)] - H(q)): the first part
@@ -367,6 +366,7 @@ class VariationalSoftmax(keras.layers.Layer):
         # z~_ik = mu_k + sigma_k * eps_i, whose scores are affine in eps:
         # T(z~_ik, k) = eps_i . (sigma_k * w_k) + mu_k . w_k + b_k, a (B, D) x (D, K) product.
         real_scores = ops.matmul(ops.stop_gradient(z), kernel) + bias[None, :]
+        eps = noise[num_noises - 1]
         fake_scores = (ops.matmul(eps, ops.transpose(prior_scales) * kernel)
                        + (ops.sum(ops.transpose(prior_means) * kernel, axis=0) + bias)[None, :])
         terms["consistency"] = self.consistency_weight * encoder_scores

@@ -212,7 +212,8 @@ def pairwise_log_density(z, means, log_variances):
         Tensor (B, K), including the ``-D/2 log(2 pi)`` constant.
     """
     z = _float(z)
-    means, log_variances = ops.cast(_float(means), z.dtype), ops.cast(_float(log_variances), z.dtype)
+    means = ops.cast(_float(means), z.dtype)
+    log_variances = ops.cast(_float(log_variances), z.dtype)
     dim = ops.cast(ops.shape(z)[-1], z.dtype)
     mahalanobis = _pairwise_mahalanobis(z, means, ops.exp(-log_variances))
     normaliser = dim * LOG_2PI + ops.sum(log_variances, axis=-1)
@@ -220,9 +221,10 @@ def pairwise_log_density(z, means, log_variances):
 
 
 def pairwise_expected_log_density(mean, log_variance, means, log_variances):
-    """Cross-entropy terms ``E_{z ~ q_b}[log p_k(z)]`` for every row b and Gaussian k, in closed form.
+    """``E_{z ~ q_b}[log p_k(z)]`` for every row b and Gaussian k, in closed form: (B, K).
 
-    ``q_b = N(mean_b, diag exp(log_variance_b))`` and ``p_k = N(means_k, diag exp(log_variances_k))``:
+    With ``q_b = N(mean_b, diag exp(log_variance_b))`` and
+    ``p_k = N(means_k, diag exp(log_variances_k))``:
     ``E_q[log p_k] = log p_k(mean_b) - 1/2 sum_d s_bd^2 / sigma_kd^2``.
 
     Args:
