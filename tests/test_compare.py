@@ -235,6 +235,9 @@ def test_paired_differences_by_hand():
     assert summary["x.acc"]["mean"] == pytest.approx(np.mean([0.6, 0.9, 0.65]))
     assert summary["flag"] == {"count": 3, "n": 3}
     assert report_lib._delta(paired) == "+0.117 ± 0.143 (2/3)"
+    for run in runs:
+        run["figures"]["x"]["same"] = 0.25
+    assert compare.paired_differences(runs)["full"]["other"]["x.same"]["same_sign"] == 0
 
 
 def test_flatten_and_plan_validation():

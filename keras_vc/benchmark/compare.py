@@ -479,7 +479,7 @@ def summarize_runs(runs):
 
 def paired_differences(runs, baseline=BASELINE):
     """Paired ``method - baseline`` over seeds, per config and figure, with the number of
-    seeds whose difference has the sign of the mean difference (``same_sign``)."""
+    seeds whose difference has the (strict) sign of the mean difference (``same_sign``)."""
     by_key = {}
     for run in runs:
         by_key[(run["config"], run["method"], run["seed"])] = flatten(run["figures"])
@@ -499,8 +499,9 @@ def paired_differences(runs, baseline=BASELINE):
             for key, deltas in deltas_by_key.items():
                 deltas = np.asarray(deltas)
                 sign = np.sign(deltas.mean())
-                result[key] = dict(summarize(deltas),
-                                   same_sign=int(np.sum(np.sign(deltas) == sign)))
+                # A zero difference holds no sign: identical figures give 0/n, not n/n.
+                same_sign = int(np.sum(np.sign(deltas) == sign)) if sign != 0 else 0
+                result[key] = dict(summarize(deltas), same_sign=same_sign)
             config[method] = result
     return paired
 
@@ -550,6 +551,13 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
 
     Returns:
         The report (the content of ``compare.json``).
+
+    Example:
+        >>> report = run_compare(["digits"], ["softmax"], seeds=[0], epochs=1,
+        ...                      plan=Plan(open_set=False, low_data_fractions=()),
+        ...                      out_dir="/tmp/keras_vc_compare")  # doctest: +SKIP
+        >>> report["datasets"]["digits"]["summary"]["full"]["softmax"]["calibration.ece"]
+        ... # doctest: +SKIP
     """
     from keras_vc.benchmark import plots
     from keras_vc.benchmark import report as report_lib

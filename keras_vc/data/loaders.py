@@ -54,8 +54,8 @@ def load_tfds(name, data_dir=None, download=False):
         DatasetError: unknown name, dataset not prepared (and ``download`` is False), no
             supervised (image, label) keys, or images of varying size.
 
-    Example:
-        >>> dataset = load_tfds("mnist")  # doctest: +SKIP (needs the prepared data)
+    Example (needs the prepared data):
+        >>> dataset = load_tfds("mnist")  # doctest: +SKIP
     """
     if not isinstance(name, str) or not name:
         raise DatasetError(f"`name` must be a TFDS dataset name, got {name!r}.")

@@ -69,7 +69,7 @@ def subsample_training(split, fraction, seed=0, min_per_class=1):
     Example:
         >>> from keras_vc.data import load_digits
         >>> subsample_training(load_digits(0), 0.1).sizes()["train"]
-        107
+        109
     """
     from keras_vc.data.offline import Split
 
