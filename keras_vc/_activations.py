@@ -71,16 +71,8 @@ def activation_model(model, layer_names, name=None):
     """
     model = unwrap(model)
     layer_names = check_layer_names(layer_names)
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
-    if not inputs or not outputs:
-        raise ValueError(
-            "`model` must be a functional or Sequential model built on a `keras.Input` (its "
-            "layers' outputs are read from its graph); a subclassed model has no graph.")
+    inputs, outputs = _validation.check_graph_model(
+        model, "its layers' outputs are read from its graph, and a subclassed model has none.")
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"`model` must have one input and one output, got {len(inputs)} inputs "
                          f"and {len(outputs)} outputs.")

@@ -128,3 +128,23 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
     return value
+
+
+def check_graph_model(model, advice):
+    """Returns ``(inputs, outputs)`` of a Functional or Sequential model built on a ``keras.Input``.
+
+    A subclassed model, or a Sequential model never built on an input, has no graph to read;
+    ``advice`` completes the error message with what the caller needs instead.
+    """
+    import keras  # the rest of this module is NumPy only
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError("`model` must be a Functional or Sequential model built on a "
+                         f"`keras.Input`; {advice}")
+    return inputs, outputs

@@ -148,18 +148,9 @@ def _activation_name(function):
 
 def _check_model(model):
     """Returns (input_tensor, output_tensor, output_layer) of a single-input classifier."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
-    if not inputs or not outputs:
-        raise ValueError(
-            "`model` must be a Functional or Sequential model built on a `keras.Input`; for a "
-            "subclassed model, compose its parts, e.g. `keras.Sequential([keras.Input(shape), "
-            "body, head])`, so that the classifier head is the model's last layer."
-        )
+    inputs, outputs = _validation.check_graph_model(
+        model, "for a subclassed model, compose its parts, e.g. `keras.Sequential([keras.Input("
+        "shape), body, head])`, so that the classifier head is the model's last layer.")
     if len(inputs) != 1:
         raise ValueError(
             f"`model` must have exactly one input tensor (the serving input {INPUT_NAME!r}); "

@@ -242,3 +242,25 @@ def test_monitor_bad_input(digits):
     monitor = EntanglementMonitor(["hidden_0", "nope"], x, y)
     with pytest.raises(ValueError, match="nope"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden_0 = keras.layers.Dense(4, name="hidden_0")
+        self.logits = keras.layers.Dense(3, name="logits")
+
+    def call(self, x):
+        return self.logits(self.hidden_0(x))
+
+
+def test_models_without_a_single_input_output_graph_are_refused():
+    subclassed = _Subclassed()
+    subclassed(np.zeros((2, 5), "float32"))
+    with pytest.raises(ValueError, match="Functional or Sequential.*subclassed"):
+        EntanglementModel(subclassed, ["hidden_0"])
+    x = keras.Input((5,))
+    hidden = keras.layers.Dense(4, name="hidden_0")(x)
+    two_outputs = keras.Model(x, [keras.layers.Dense(3)(hidden), keras.layers.Dense(2)(hidden)])
+    with pytest.raises(ValueError, match="one input and one output"):
+        EntanglementModel(two_outputs, ["hidden_0"])
