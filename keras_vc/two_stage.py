@@ -253,7 +253,7 @@ def _is_deterministic(body, x):
     return np.array_equal(training, inference)
 
 
-def _compile(model, optimizer, one_hot, jit_compile):
+def _compile(model, optimizer, one_hot, jit_compile, steps_per_execution=1):
     if one_hot:
         loss = keras.losses.CategoricalCrossentropy(from_logits=True)
         nll = keras.metrics.CategoricalCrossentropy(from_logits=True, name=NLL_METRIC)
@@ -262,13 +262,30 @@ def _compile(model, optimizer, one_hot, jit_compile):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         nll = keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=NLL_METRIC)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=optimizer, loss=loss, metrics=[nll, accuracy], jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[nll, accuracy], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+
+
+def _training_data(x, y, batch_size):
+    # A dataset built once and reshuffled every epoch: Keras rebuilds the input pipeline of NumPy
+    # arrays at every epoch, which costs more than an epoch of a small head. Its shuffle seed
+    # comes from TensorFlow's global seed (`keras.utils.set_random_seed`).
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    return data.shuffle(len(x), reshuffle_each_iteration=True).batch(batch_size)
+
+
+def _validation_data(x, y, batch_size):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
 def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
                  validation_data=None, epochs=40, optimizer=None, batch_size=256, num_samples=10,
                  patience=10, hidden_units=None, num_classes=None, seed=None, cache_features=True,
-                 jit_compile="auto", verbose=0):
+                 jit_compile="auto", steps_per_execution=1, verbose=0):
     """Stage 2 of TST / V-TST: trains a new head on the frozen features of a trained model.
 
     Builds :func:`build_stage_two`, trains the head with cross-entropy (plus, for V-TST, the KL
@@ -299,6 +316,9 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
         cache_features: compute the frozen features once when the data are arrays and the body
             is deterministic in training mode (same result, faster).
         jit_compile: passed to ``compile``.
+        steps_per_execution: passed to ``compile`` (the number of batches run per call of the
+            compiled step; on small heads per-step dispatch dominates, and 16 makes stage 2 about
+            twice as fast with the same updates).
         verbose: passed to ``fit``.
 
     Returns:
@@ -317,6 +337,8 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
         hidden_units = _validation.check_int(hidden_units, "hidden_units", minimum=1)
     if seed is not None:
         seed = _validation.check_int(seed, "seed", minimum=0)
+    steps_per_execution = _validation.check_int(steps_per_execution, "steps_per_execution",
+                                                minimum=1)
     num_classes = _num_classes(model, num_classes)
     train = _check_data(train_data, "train_data", num_classes)
     validation = _check_data(validation_data, "validation_data", num_classes)
@@ -347,13 +369,13 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
             x, y = train[1]
         if validation[0] == "arrays":
             x_val, y_val = validation[1]
-    _compile(trained, optimizer, one_hot, jit_compile)
-    fit_data = dict(x=x, y=y, batch_size=batch_size, shuffle=True) if x is not None else dict(
-        x=train[1])
-    val = (x_val, y_val) if x_val is not None else validation[1]
-    history = trained.fit(**fit_data, validation_data=val, epochs=epochs,
-                          callbacks=[early_stopping], verbose=verbose)
+    _compile(trained, optimizer, one_hot, jit_compile, steps_per_execution)
+    history = trained.fit(_training_data(x, y, batch_size) if x is not None else train[1],
+                          validation_data=(_validation_data(x_val, y_val, batch_size)
+                                           if x_val is not None else validation[1]),
+                          epochs=epochs, shuffle=False, callbacks=[early_stopping],
+                          verbose=verbose)
     if trained is not stage2:
-        _compile(stage2, optimizer, one_hot, jit_compile)
+        _compile(stage2, optimizer, one_hot, jit_compile, steps_per_execution)
     stage2.history = history
     return stage2

@@ -336,6 +336,7 @@ def _subclassed():
     (None, dict(train_data=[1, 2, 3]), "`train_data` must be a tuple"),
     (None, dict(epochs=0), "`epochs` must be >= 1"),
     (None, dict(num_samples=0, head="vtst"), "`num_samples` must be >= 1"),
+    (None, dict(steps_per_execution=0), "`steps_per_execution` must be >= 1"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_bad_input_raises_value_error(functional_stage1, data, make_model, overrides, message):
     (x, y), (x_val, y_val) = data

@@ -22,7 +22,7 @@ def train(backbone, split, protocol, seed, context, head):
         train_data=(split.x_train, split.y_train),
         validation_data=(split.x_val, split.y_val), epochs=protocol.epochs,
         optimizer=protocol.make_optimizer(), batch_size=protocol.batch_size,
-        num_samples=NUM_SAMPLES, seed=seed, jit_compile=protocol.jit_compile)
+        num_samples=NUM_SAMPLES, seed=seed, **protocol.compile_options())
 
 
 def _trainer(head):
