@@ -234,7 +234,8 @@ def _plan_line(report):
             f"severities {', '.join(str(s) for s in plan['corruption_severities'])} "
             f"(parameters in `keras_vc/robustness/corruptions.py`). Low data: "
             f"{', '.join(f'{100 * f:g}%' for f in plan['low_data_fractions']) or 'none'} of the "
-            f"training split (stratified, nested).")
+            f"training split (stratified, nested), trained for the same epochs as the full models, "
+            f"so with proportionally fewer updates.")
 
 
 def _timing_line(report):
