@@ -351,3 +351,18 @@ def test_config_round_trip_keeps_every_argument():
     assert VariationalSoftmax.from_config(config).get_config() == config
     loss = VariationalClassificationLoss(reduction="sum")
     assert VariationalClassificationLoss.from_config(loss.get_config()).reduction == "sum"
+
+
+def test_loss_spec_inference_on_placeholders_is_the_inference_loss():
+    # Keras' JAX trainer infers the loss's output spec on a placeholder for the model output,
+    # which no layer produced (so it carries no terms): inside a SymbolicScope that is the
+    # inference-mode cross-entropy, outside it an error.
+    loss = VariationalClassificationLoss()
+    logits = np.random.default_rng(0).normal(size=(B, K)).astype("float32")
+    with keras.SymbolicScope():
+        value = loss(Y, tf.constant(logits))
+    reference = -np.mean(np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))[
+        np.arange(B), Y])
+    np.testing.assert_allclose(_np(value), reference, rtol=1e-5)
+    with pytest.raises(ValueError, match="VariationalSoftmax"):
+        loss(Y, tf.constant(logits))

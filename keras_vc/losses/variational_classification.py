@@ -23,6 +23,15 @@ def _concrete(value):
         return None
 
 
+def _in_symbolic_scope():
+    """Whether Keras is inferring output specs (``backend.compute_output_spec``)."""
+    try:
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    except ImportError:  # a Keras without it: no symbolic-scope builds to recognise
+        return False
+    return in_symbolic_scope()
+
+
 @keras.saving.register_keras_serializable(package="keras_vc")
 class VariationalClassificationLoss(keras.losses.Loss):
     """Negative VC ELBO plus the latent-consistency term, for :class:`VariationalSoftmax`.
@@ -67,6 +76,12 @@ class VariationalClassificationLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         terms = variational_softmax.training_terms(y_pred)
+        if terms is None and _in_symbolic_scope():
+            # Keras infers the loss's output spec on placeholders for the model's output (the
+            # JAX trainer does, before the first step): no layer call, so no terms; the shape
+            # is that of the inference-mode loss.
+            terms = dict(dict.fromkeys(variational_softmax.TERM_NAMES),
+                         num_classes=int(y_pred.shape[-1]))
         if terms is None:
             raise ValueError(
                 "`VariationalClassificationLoss` needs `y_pred` to be the output of a "
