@@ -44,7 +44,9 @@ CASES = [
     ),
     LayerCase(
         name="variational_softmax_gaussian_latent",
-        make_layer=lambda: VariationalSoftmax(3, latent_dim=4, class_prior="learned", seed=0),
+        # Averaged over 3 fixed draws (its stored inference noise must survive save/export).
+        make_layer=lambda: VariationalSoftmax(3, latent_dim=4, class_prior="learned",
+                                              num_samples=3, seed=0),
         input_shape=(5,),
         make_loss=VariationalClassificationLoss,
     ),

@@ -283,9 +283,36 @@ def test_monte_carlo_prediction_averages_probabilities(gaussian_layer):
     np.testing.assert_allclose(np.exp(_log_softmax(mc)), probs, rtol=1e-4, atol=1e-6)
     marginal = np.log(np.exp(joint).sum(-1).mean(0))
     np.testing.assert_allclose(layer.ood_score(mc), marginal, rtol=1e-4, atol=1e-4)
-    # Stochastic: another call differs; the default (num_samples=1) path is the mean.
+    # Fresh draws: another call differs; the default (num_samples=1) path is the mean.
     assert not np.allclose(_np(layer(X, num_samples=5)), mc)
     np.testing.assert_allclose(_np(layer(X)), _np(layer(X)))
+    assert layer.inference_noise is None
+
+
+def test_fixed_inference_draws_are_stored_and_deterministic():
+    layer = VariationalSoftmax(K, latent_dim=Z, num_samples=6, seed=5)
+    layer(X)
+    _randomise(layer)
+    layer.temperature.assign(1.5)
+    noise = _np(layer.inference_noise)
+    assert noise.shape == (6, Z) and not layer.inference_noise.trainable
+    out = _np(layer(X))
+    mean, log_variance = _encoder_numpy(layer, X)
+    draws = mean[None] + np.exp(0.5 * log_variance)[None] * noise[:, None]
+    means, log_variances = _prior(layer)
+    joint = np.stack([_numpy_joint(d, means, log_variances, _np(layer.class_log_prior()))
+                      for d in draws])
+    probs = np.exp(_log_softmax(joint)).mean(0)
+    np.testing.assert_allclose(np.exp(_log_softmax(out * 1.5)), probs, rtol=1e-4, atol=1e-6)
+    marginal = np.log(np.exp(joint).sum(-1).mean(0))
+    np.testing.assert_allclose(layer.ood_score(out), marginal, rtol=1e-4, atol=1e-4)
+    # The same draws for every call and every batch composition.
+    np.testing.assert_allclose(_np(layer(X)), out, rtol=1e-6)
+    np.testing.assert_allclose(_np(layer(X[:3])), out[:3], rtol=1e-5, atol=1e-6)
+    # Deterministic posterior: nothing to sample, no stored draws.
+    deterministic = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic", num_samples=6)
+    deterministic(X)
+    assert deterministic.inference_noise is None
 
 
 def test_deterministic_posterior_ignores_num_samples(deterministic_layer):

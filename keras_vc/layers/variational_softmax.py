@@ -119,12 +119,17 @@ class VariationalSoftmax(keras.layers.Layer):
     (batch, K) logits, so metrics, ``predict`` and export see nothing else.
 
     **Inference** (``training=False``): z is the mean of ``q(z | x)`` (deterministic; the
-    default). With ``num_samples = M > 1`` (constructor or call argument) and a Gaussian
-    posterior, the layer draws M latents and returns
+    default, ``num_samples=1``). With a Gaussian posterior and ``num_samples = M > 1`` in the
+    constructor, the layer averages over M latents ``z_m = mean + sigma * eps_m`` and returns
     ``log((1/M) sum_m p(y | z_m)) + log((1/M) sum_m p(z_m))``: its softmax is the class
     probability averaged over the draws and its logsumexp the averaged latent density (so the OOD
-    score keeps its meaning). These outputs are stochastic (they advance the seed generator).
-    Outputs are divided by the non-trainable ``temperature`` (1.0 until
+    score keeps its meaning). The ``eps_m`` are **fixed**: drawn once when the layer is built
+    (from ``seed``) and stored as the non-trainable weight ``inference_noise``, as
+    :class:`VariationalHead` does, so predictions are deterministic, independent of the batch,
+    and identical after save / load / export. ``call(inputs, num_samples=M)`` is a fresh
+    Monte-Carlo estimate with M new draws from the layer's seed generator (stochastic; what a
+    Monte-Carlo serving signature uses). A deterministic posterior has nothing to sample and
+    ignores ``num_samples``. Outputs are divided by the non-trainable ``temperature`` (1.0 until
     :func:`keras_vc.calibration.fit_temperature` sets it) in inference mode only: training
     always sees the model's own densities.
 
@@ -145,7 +150,8 @@ class VariationalSoftmax(keras.layers.Layer):
         beta: weight (>= 0) of the KL term (the reference's ``l1 = 0.01``).
         consistency_weight: weight (>= 0) of the discriminator's KL estimate (the reference's
             ``l2 = 0.01``); 0 turns the consistency term off and creates no discriminator.
-        num_samples: default number (>= 1) of latent draws averaged at inference.
+        num_samples: number (>= 1) of fixed latent draws averaged at inference; 1 (default)
+            uses the posterior mean.
         prior_mean_initializer: initializer of the (K, latent_dim) prior means; default
             ``RandomNormal(0, 1)`` (the reference's ``randn``). Means at that scale are about
             ``sqrt(2 latent_dim)`` apart, so the class Gaussians start well separated.
@@ -172,7 +178,7 @@ class VariationalSoftmax(keras.layers.Layer):
     model.fit(x_train, y_train, validation_split=0.1, epochs=30)
     logits = model.predict(x_test)                       # log p(z, y) at the posterior mean
     ood = model.layers[-1].ood_score(logits)             # log p(z): higher = in-distribution
-    mc = model.layers[-1](features, num_samples=10)      # averaged over 10 draws
+    mc = model.layers[-1](features, num_samples=10)      # averaged over 10 fresh draws
     ```
     """
 
@@ -247,6 +253,12 @@ class VariationalSoftmax(keras.layers.Layer):
             self.discriminator_bias = self.add_weight(
                 name="discriminator_bias", shape=(self.num_classes,), initializer="zeros",
                 trainable=True, dtype="float32")
+        self.inference_noise = None
+        if self.encoder is not None and self.num_samples > 1:
+            self.inference_noise = self.add_weight(
+                name="inference_noise", shape=(self.num_samples, latent_dim),
+                initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+                trainable=False, dtype="float32", autocast=False)
         # float32 whatever the policy: the fitted value must not be rounded to float16.
         self.temperature = self.add_weight(
             name="temperature", shape=(), initializer=keras.initializers.Constant(1.0),
@@ -305,27 +317,34 @@ class VariationalSoftmax(keras.layers.Layer):
     # ----------------------------------------------------------------------------------------
 
     def call(self, inputs, training=None, num_samples=None):
-        if num_samples is None:
-            num_samples = self.num_samples
-        num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
+        if num_samples is not None:
+            num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
         mean, log_variance = self.encode(inputs)
         if training:
             logits, terms = self._training_outputs(mean, log_variance)
         else:
-            if log_variance is None or num_samples == 1:
+            if log_variance is None:
                 logits = self.joint_log_density(mean)
-            else:
-                logits = self._monte_carlo_logits(mean, log_variance, num_samples)
+            elif num_samples is not None:  # fresh draws
+                logits = self._monte_carlo_logits(gaussian.sample(
+                    mean, log_variance, self.seed_generator, num_samples=num_samples))
+            elif self.inference_noise is None:
+                logits = self.joint_log_density(mean)
+            else:  # the fixed draws
+                scale = ops.exp(0.5 * log_variance)
+                logits = self._monte_carlo_logits(
+                    ops.expand_dims(mean, 0) + ops.expand_dims(scale, 0)
+                    * ops.expand_dims(ops.cast(self.inference_noise, "float32"), 1))
             logits = logits / ops.cast(self.temperature, "float32")
             terms = dict.fromkeys(TERM_NAMES)
         logits = ops.cast(logits, "float32")
         _attach_training_terms(logits, dict(terms, num_classes=self.num_classes))
         return logits
 
-    def _monte_carlo_logits(self, mean, log_variance, num_samples):
-        draws = gaussian.sample(mean, log_variance, self.seed_generator, num_samples=num_samples)
-        batch = ops.shape(mean)[0]
-        flat = ops.reshape(draws, (-1, ops.shape(mean)[-1]))
+    def _monte_carlo_logits(self, draws):
+        """Logits of the draws' averaged probabilities and density; ``draws``: (M, B, Z)."""
+        num_samples, batch = int(draws.shape[0]), ops.shape(draws)[1]
+        flat = ops.reshape(draws, (-1, ops.shape(draws)[-1]))
         joint = ops.reshape(self.joint_log_density(flat), (num_samples, batch, self.num_classes))
         log_marginal = ops.logsumexp(joint, axis=-1, keepdims=True)   # log p(z_m)
         log_m = math.log(num_samples)
