@@ -29,8 +29,9 @@ attacks and corruptions), 5.1 (open-set), 3.4 (10% and 25%); digits 2.8 (+ 1.7),
 About 1.5-2 s of each is tracing, whatever the epochs. That is 32 CPU seconds per method and
 seed, plus about 50 s of imports, data and plots. Measured end to end (2026-11-23, 2 idle cores
 of an AMD EPYC): the default run, 168 models of 7 methods, takes 7.9 minutes; softmax is the
-cheapest method (83 CPU-s of the run's 835), SNNL (175) and V-TST (156) the dearest. The knobs, in order of effect: :data:`DATASET_SETTINGS` (epochs per
-dataset; MNIST-1D training is two thirds of the time), ``Plan.low_data_fractions`` and
+cheapest method (83 CPU-s of the run's 835), SNNL (175) and V-TST (156) the dearest. The knobs,
+in order of effect: :data:`DATASET_SETTINGS` (epochs per dataset; MNIST-1D training is two
+thirds of the time), ``Plan.low_data_fractions`` and
 ``Plan.open_set`` (each config is a model per method and seed), ``Plan.robustness_samples``,
 ``Plan.attack_epsilons`` and ``Plan.pgd_steps`` (evaluation of the full models), and the number
 of seeds.
