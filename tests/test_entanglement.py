@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from keras_vc.callbacks import EntanglementMonitor
 from keras_vc.data import offline
+from keras_vc.losses import REFERENCE_CAP
 from keras_vc.losses import optimized_temperature_loss
 from keras_vc.losses import soft_nearest_neighbor_loss
 from keras_vc.models import EntanglementModel
@@ -123,7 +124,8 @@ def test_save_load_and_export_serve_logits_without_labels(trained, digits, tmp_p
 def test_config_round_trip():
     model = EntanglementModel(make_classifier(), LAYERS, alpha=0.5, direction="minimize",
                               temperature=[3.0, 4.0], optimize_temperature=False,
-                              temperature_learning_rate=0.2, distance="cosine")
+                              temperature_learning_rate=0.2, distance="cosine",
+                              entanglement_cap=7.0)
     config = model.get_config()
     clone = EntanglementModel.from_config(config)
     assert clone.get_config() == config
@@ -143,8 +145,9 @@ def test_compute_loss_is_cross_entropy_plus_or_minus_alpha_snnl(digits, directio
     h0, h1, out = model.network.predict(x, verbose=0)
     log_probs = out - np.log(np.exp(out).sum(1, keepdims=True))
     cross_entropy = -np.mean(log_probs[np.arange(48), y])
-    snnl = (float(soft_nearest_neighbor_loss(h0, y, 20.0))
-            + float(soft_nearest_neighbor_loss(h1, y, 40.0)))
+    cap = REFERENCE_CAP if direction == "maximize" else None  # capped only when maximising
+    snnl = (float(soft_nearest_neighbor_loss(h0, y, 20.0, cap=cap))
+            + float(soft_nearest_neighbor_loss(h1, y, 40.0, cap=cap)))
     assert loss == pytest.approx(cross_entropy + sign * 0.7 * snnl, rel=1e-4)
 
 
@@ -155,7 +158,8 @@ def test_temperature_step_matches_the_reference_update(digits):
                           jit_compile=False, run_eagerly=True)
     x, y = digits.x_train[:64], digits.y_train[:64]
     hidden = model.network.predict(x, verbose=0)[:-1]
-    expected = [float(optimized_temperature_loss(h, y, 10.0, 1.0, 0.3)[1]) for h in hidden]
+    expected = [float(optimized_temperature_loss(h, y, 10.0, 1.0, 0.3, cap=REFERENCE_CAP)[1])
+                for h in hidden]
     model.train_on_batch(x, y)
     np.testing.assert_allclose([v.numpy() for v in model.inverse_temperatures], expected,
                                rtol=1e-5)
@@ -208,6 +212,8 @@ def test_layers_of_a_nested_sequential_backbone(digits):
     (dict(distance="l1"), "distance"),
     (dict(direction="up"), "direction"),
     (dict(alpha=-1.0), "alpha"),
+    (dict(entanglement_cap=0.0), "cap"),
+    (dict(entanglement_cap="high"), "cap"),
 ])
 def test_bad_arguments(kwargs, match):
     arguments = dict(layer_names=LAYERS)

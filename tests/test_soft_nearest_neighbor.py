@@ -6,14 +6,16 @@ import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
 
+from keras_vc.losses import REFERENCE_CAP
 from keras_vc.losses import SoftNearestNeighborLoss
 from keras_vc.losses import optimized_temperature_loss
 from keras_vc.losses import soft_nearest_neighbor_loss
 from keras_vc.losses import temperature_free_soft_nearest_neighbor_loss
 
 
-def brute_force_snnl(features, labels, temperature, distance):
-    """Paper eq. 1 with explicit loops in float64; rows without a same-class partner are left out."""
+def brute_force_snnl(features, labels, temperature, distance, epsilon=0.0):
+    """Paper eq. 1 with explicit loops in float64; rows without a same-class partner are left out.
+    ``epsilon`` > 0: the reference's ``-log(epsilon + ratio)`` per row."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     n = len(x)
 
@@ -28,7 +30,7 @@ def brute_force_snnl(features, labels, temperature, distance):
                         if j != i and labels[j] == labels[i])
         denominator = sum(np.exp(-d(i, k) / temperature) for k in range(n) if k != i)
         if any(labels[j] == labels[i] for j in range(n) if j != i):
-            terms.append(-np.log(numerator / denominator))
+            terms.append(-np.log(epsilon + numerator / denominator))
     return float(np.mean(terms)) if terms else 0.0
 
 
@@ -147,6 +149,44 @@ def test_optimized_temperature_step(batch):
     assert tape.gradient(loss, variable) is None
 
 
+@pytest.mark.parametrize("temperature", [0.05, 0.5, 5.0])
+def test_cap_is_the_reference_epsilon(batch, temperature):
+    features, labels = batch
+    capped = float(soft_nearest_neighbor_loss(features, labels, temperature, cap=REFERENCE_CAP))
+    expected = brute_force_snnl(features, labels, temperature, "squared_euclidean", epsilon=1e-5)
+    assert capped == pytest.approx(expected, rel=1e-5)
+    uncapped = float(soft_nearest_neighbor_loss(features, labels, temperature))
+    assert capped <= min(uncapped, REFERENCE_CAP)
+    if temperature == 0.05:  # many rows far beyond the cap: the cap bites
+        assert uncapped > REFERENCE_CAP > capped
+
+
+def test_capped_maximisation_is_bounded():
+    # Scaling features up while keeping each point's nearest neighbour in another class grows
+    # eq. 1 without bound; the capped value stays below the cap.
+    labels = np.arange(8) % 2
+    features = np.arange(8, dtype=np.float32)[:, None]
+    for scale in (1.0, 10.0, 100.0):
+        raw = float(soft_nearest_neighbor_loss(scale * features, labels, 1.0))
+        capped = float(soft_nearest_neighbor_loss(scale * features, labels, 1.0, cap=5.0))
+        assert capped <= 5.0 and capped <= raw + 1e-5
+    assert raw > 1000.0
+
+
+def test_optimized_temperature_step_with_a_cap(batch):
+    features, labels = batch
+    base, t, rate = 0.2, 1.3, 1e-4
+
+    def at(inverse):
+        return brute_force_snnl(features, labels, base / inverse, "squared_euclidean", 1e-5)
+
+    value, updated = optimized_temperature_loss(features, labels, base, t, rate,
+                                                cap=REFERENCE_CAP)
+    numeric_gradient = (at(t + 1e-4) - at(t - 1e-4)) / 2e-4
+    np.testing.assert_allclose(float(updated), t - rate * numeric_gradient, rtol=1e-4)
+    np.testing.assert_allclose(float(value), at(float(updated)), rtol=1e-5)
+
+
 def test_temperature_free_is_the_minimum_over_temperatures(batch):
     features, labels = batch
     value, temperature = temperature_free_soft_nearest_neighbor_loss(features, labels)
@@ -169,6 +209,15 @@ def test_bad_arguments(batch, kwargs, match):
         soft_nearest_neighbor_loss(features, labels, **kwargs)
     with pytest.raises(ValueError, match=match):
         SoftNearestNeighborLoss(**kwargs)
+
+
+@pytest.mark.parametrize("cap", [0.0, -2.0, "high", [5.0]])
+def test_bad_cap(batch, cap):
+    features, labels = batch
+    with pytest.raises(ValueError, match="`cap` must be"):
+        soft_nearest_neighbor_loss(features, labels, cap=cap)
+    with pytest.raises(ValueError, match="`cap` must be"):
+        optimized_temperature_loss(features, labels, 1.0, 1.0, cap=cap)
 
 
 def test_bad_shapes(batch):
