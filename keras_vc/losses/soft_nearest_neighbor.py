@@ -260,13 +260,16 @@ def _inverse_temperature_gradient(distances, labels, scale, temperature, cap=Non
     distances = ops.stop_gradient(distances)
     logits = -distances * ops.cast(scale, distances.dtype)
     not_self, same_class = _masks(labels)
-    weights_all = ops.softmax(_masked_logits(logits, not_self), axis=1)
-    weights_same = ops.softmax(_masked_logits(logits, same_class), axis=1)
+    masked_all = _masked_logits(logits, not_self)
+    masked_same = _masked_logits(logits, same_class)
+    log_all = ops.logsumexp(masked_all, axis=1, keepdims=True)
+    log_same = ops.logsumexp(masked_same, axis=1, keepdims=True)
+    weights_all = ops.exp(masked_all - log_all)  # the softmax weights of the two log-sum-exps
+    weights_same = ops.exp(masked_same - log_same)
     valid = ops.cast(ops.any(same_class, axis=1), distances.dtype)
     row = ops.sum((weights_same - weights_all) * distances, axis=1) * valid
     if cap is not None:
-        terms, _ = row_terms_from_distances(distances, labels, scale)
-        row = row * ops.sigmoid(cap - terms)
+        row = row * ops.sigmoid(cap - (log_all - log_same)[:, 0])
     return ops.sum(row) / ops.maximum(ops.sum(valid), 1.0) / ops.cast(temperature, distances.dtype)
 
 
