@@ -330,11 +330,10 @@ class VariationalSoftmax(keras.layers.Layer):
                     mean, log_variance, self.seed_generator, num_samples=num_samples))
             elif self.inference_noise is None:
                 logits = self.joint_log_density(mean)
-            else:  # the fixed draws
-                scale = ops.exp(0.5 * log_variance)
-                logits = self._monte_carlo_logits(
-                    ops.expand_dims(mean, 0) + ops.expand_dims(scale, 0)
-                    * ops.expand_dims(ops.cast(self.inference_noise, "float32"), 1))
+            else:  # the fixed draws, (M, 1, Z) noise against (1, B, Z) parameters
+                logits = self._monte_carlo_logits(gaussian.reparameterize(
+                    ops.expand_dims(mean, 0), ops.expand_dims(log_variance, 0),
+                    ops.expand_dims(self.inference_noise, 1)))
             logits = logits / ops.cast(self.temperature, "float32")
             terms = dict.fromkeys(TERM_NAMES)
         logits = ops.cast(logits, "float32")

@@ -30,7 +30,7 @@ How it is computed here (and why):
 * **Cap (for maximisation).** Eq. 1 is unbounded above: a network that *maximises* it can push
   same-class points ever further apart relative to the others, and at some point does (in our
   100-epoch MNIST-1D runs, 2 of 3 seeds of ``EntanglementModel(direction="maximize")`` blew their
-  activations up and fell to chance accuracy). The authors' epsilon bounded it by accident,
+  activations up and fell to chance accuracy). The authors' epsilon bounds it,
   ``-log(1e-5 + ratio) <= -log(1e-5)``. ``cap=c`` reinstates that bound smoothly on each row,
   ``-log(exp(-c) + exp(-row))``, which is the authors' ``-log(1e-5 + ratio)`` exactly for
   ``c = -log(1e-5)`` (:data:`REFERENCE_CAP`) and is computed from the log-sum-exp row, so it does
