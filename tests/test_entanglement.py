@@ -18,6 +18,7 @@ from keras_vc.losses import REFERENCE_CAP
 from keras_vc.losses import optimized_temperature_loss
 from keras_vc.losses import soft_nearest_neighbor_loss
 from keras_vc.models import EntanglementModel
+from model_fixtures import subclassed_classifier
 
 LAYERS = ["hidden_0", "hidden_1"]
 
@@ -250,19 +251,8 @@ def test_monitor_bad_input(digits):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.hidden_0 = keras.layers.Dense(4, name="hidden_0")
-        self.logits = keras.layers.Dense(3, name="logits")
-
-    def call(self, x):
-        return self.logits(self.hidden_0(x))
-
-
 def test_models_without_a_single_input_output_graph_are_refused():
-    subclassed = _Subclassed()
-    subclassed(np.zeros((2, 5), "float32"))
+    subclassed = subclassed_classifier(5, 3)
     with pytest.raises(ValueError, match="Functional or Sequential.*subclassed"):
         EntanglementModel(subclassed, ["hidden_0"])
     x = keras.Input((5,))

@@ -23,6 +23,7 @@ from keras import ops
 from keras_vc import calibration
 from keras_vc import export
 from keras_vc import scores
+from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 4
 INPUT_DIM = 6
@@ -506,19 +507,8 @@ def _two_outputs():
     return keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)])
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(NUM_CLASSES)
-
-    def call(self, inputs):
-        return self.dense(inputs)
-
-
 def _subclassed():
-    model = _Subclassed()
-    model(np.zeros((2, INPUT_DIM), "float32"))
-    return model
+    return subclassed_classifier(INPUT_DIM, NUM_CLASSES)
 
 
 def _two_inputs():

@@ -9,6 +9,7 @@ import pytest
 from keras_vc import two_stage
 from keras_vc.layers import BottleneckHead
 from keras_vc.layers import VariationalHead
+from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 3
 DIM = 6
@@ -297,15 +298,6 @@ def test_bottleneck_head_matches_numpy():
     np.testing.assert_allclose(np.asarray(model(x.astype("float32"))), expected, atol=1e-5)
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(NUM_CLASSES)
-
-    def call(self, inputs):
-        return self.dense(inputs)
-
-
 def _conv_model():
     inputs = keras.Input((4, 4, 1))
     conv = keras.layers.Conv2D(2, 1, name="conv")(inputs)
@@ -317,9 +309,7 @@ def _unbuilt():
 
 
 def _subclassed():
-    model = _Subclassed()
-    model(np.zeros((1, DIM), "float32"))
-    return model
+    return subclassed_classifier(DIM, NUM_CLASSES)
 
 
 @pytest.mark.parametrize("make_model, overrides, message", [
