@@ -87,6 +87,7 @@ from keras import ops
 
 from keras_vc import _validation
 from keras_vc import scores as scores_lib
+from keras_vc.layers import head as head_lib
 from keras_vc.metrics import ood as ood_metrics
 
 INPUT_NAME = "inputs"
@@ -173,7 +174,8 @@ def _check_model(model):
             "`model` must output floating-point class logits or probabilities; its output has "
             f"dtype {output.dtype}."
         )
-    return inputs[0], output, model.layers[-1]
+    head = head_lib.output_head(model)  # refuses a keras_vc head that is not the output
+    return inputs[0], output, head if head is not None else model.layers[-1]
 
 
 def _detect_output_kind(layer, output_kind):
@@ -193,8 +195,7 @@ def _detect_output_kind(layer, output_kind):
 
 
 def _head_owns_temperature(layer):
-    variable = getattr(layer, "temperature", None)
-    return variable is not None and hasattr(variable, "assign")
+    return isinstance(layer, head_lib.ClassifierHead)
 
 
 def _check_temperature(temperature, layer):
@@ -236,7 +237,7 @@ def _check_mc_samples(mc_samples, layer):
     if mc_samples is None:
         return None
     mc_samples = _validation.check_int(mc_samples, "mc_samples", minimum=1)
-    if not getattr(layer, "has_latent", False):
+    if not (isinstance(layer, head_lib.ClassifierHead) and layer.has_latent):
         raise ValueError(
             f"`mc_samples` needs a head with a latent (a layer declaring `has_latent = True`, "
             f"such as VariationalSoftmax); the output layer {layer.name!r} "

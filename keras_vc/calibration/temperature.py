@@ -134,14 +134,15 @@ def find_temperature(logits, labels, objective="nll", bounds=DEFAULT_BOUNDS, num
 
 
 def find_temperature_layer(model):
-    """The output layer of ``model`` if it carries a ``temperature`` variable, else None."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None
-    last = layers[-1]
-    if hasattr(last, "temperature") and hasattr(last.temperature, "assign"):
-        return last
-    return None
+    """The keras_vc head producing ``model``'s output (it owns a ``temperature``), else None.
+
+    Raises:
+        ValueError: if the model holds a keras_vc head that is not its output layer: a
+            temperature written into it would not calibrate the model's outputs.
+    """
+    from keras_vc.layers import head as head_lib  # layers import keras_vc.scores, not this
+
+    return head_lib.output_head(model)
 
 
 def _collect_logits(model, data, batch_size):
@@ -185,8 +186,14 @@ def fit_temperature(model, data, objective="ece", bounds=DEFAULT_BOUNDS, num_bin
         batch_size: batch size for ``model.predict`` on arrays.
 
     Returns:
-        A :class:`TemperatureResult`. If the output layer has a ``temperature`` variable the
-        result is also written into it (the search itself runs at temperature 1).
+        A :class:`TemperatureResult`. If the model's output layer is a keras_vc head (it owns a
+        ``temperature`` variable) the result is also written into it (the search itself runs
+        at temperature 1); for any other classifier nothing is written: apply the result with
+        :func:`apply_temperature` or ``export_for_serving(..., temperature=result)``.
+
+    Raises:
+        ValueError: for bad data, or a model holding a keras_vc head that is not its output
+            layer (the temperature could not be applied where it belongs).
     """
     layer = find_temperature_layer(model)
     previous = None
