@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 from keras_vc import augment  # noqa: E402
 from keras_vc import calibration  # noqa: E402
 from keras_vc import callbacks  # noqa: E402
+from keras_vc import conformal  # noqa: E402
 from keras_vc import data  # noqa: E402
 from keras_vc import dknn  # noqa: E402
 from keras_vc import export  # noqa: E402
