@@ -58,7 +58,19 @@ def _as_input(x, name):
     array = _validation.to_numpy(x, name)
     if array.ndim < 1 or array.shape[0] == 0:
         raise ValueError(f"`{name}` must be a non-empty batch of inputs, got shape {array.shape}.")
+    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+        # A NaN activation has no distance to anything: its "neighbours" would be arbitrary.
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
     return array
+
+
+def _check_activations(activations, layer_names, name):
+    for layer_name, values in zip(layer_names, activations):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"The activations of layer {layer_name!r} on `{name}` contain NaN or infinite "
+                "values (finite inputs, so the model itself produced them); their nearest "
+                "neighbours would be arbitrary.")
 
 
 def _normalise(activations, centre=None):
@@ -155,8 +167,9 @@ class DeepKNN:
         self._train = None
         self._calibration = None
 
-    def _activations(self, x):
+    def _activations(self, x, name):
         hidden, _ = _activations.predict_activations(self._extractor, x, self.batch_size)
+        _check_activations(hidden, self.layer_names, name)
         return hidden
 
     def fit(self, x_train, y_train):
@@ -175,7 +188,7 @@ class DeepKNN:
             raise ValueError(f"`k` ({self.k}) is larger than the training set "
                              f"({labels.shape[0]} points).")
         layers = []
-        for activations in self._activations(x_train):
+        for activations in self._activations(x_train, "x_train"):
             normalised, centre = _normalise(activations)
             layers.append((normalised, centre))
         self._train = (layers, labels)
@@ -189,7 +202,7 @@ class DeepKNN:
         x = _as_input(x, "x")
         layers, labels = self._train
         counts = []
-        for (points, centre), activations in zip(layers, self._activations(x)):
+        for (points, centre), activations in zip(layers, self._activations(x, "x")):
             queries, _ = _normalise(activations, centre)
             neighbors = k_nearest_neighbors(queries, points, self.k, self.batch_size,
                                             self.chunk_size)

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.metrics import calibration as calibration_metrics
 
@@ -162,12 +163,9 @@ def _collect_logits(model, data, batch_size):
             raise ValueError("`data` yielded no batches.")
         outputs, labels = np.concatenate(xs), np.concatenate(ys)
     outputs = _validation.check_finite_array(outputs, "model outputs", ndim=2)
-    rows_are_probs = (
-        outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4)
-    )
-    if rows_are_probs:
-        # A softmax output: log-probabilities are logits up to a per-row constant.
-        outputs = np.log(np.maximum(outputs, 1e-30))
+    # A softmax output (the package's one rule): log-probabilities are logits up to a per-row
+    # constant.
+    outputs = _labels.as_logits(outputs)
     labels = _validation.check_labels(labels, outputs.shape[1], num_samples=outputs.shape[0],
                                       name="data labels")
     return outputs, labels
