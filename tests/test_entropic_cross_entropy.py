@@ -167,3 +167,16 @@ def test_logits_that_already_carry_a_scale_refuse_a_second_one():
     assert np.isfinite(float(EntropicCrossEntropy()(labels, logits)))
     setattr(logits, LOGIT_SCALE_ATTRIBUTE, 1.0)  # the reference split
     assert np.isfinite(float(EntropicCrossEntropy(entropic_scale=10.0)(labels, logits)))
+
+
+@pytest.mark.parametrize("run_eagerly", [True, False])
+def test_distance_logits_with_a_second_entropic_scale_is_refused_in_fit(run_eagerly):
+    import keras_vc
+
+    model = keras.Sequential([keras.Input((4,)), keras_vc.layers.DistanceLogits(3)])
+    with pytest.warns(UserWarning, match="entropic_scale"):
+        loss = EntropicCrossEntropy(entropic_scale=10.0)
+    model.compile("adam", loss, run_eagerly=run_eagerly)
+    x = np.zeros((8, 4), "float32") + 1.0
+    with pytest.raises(ValueError, match="scaled twice"):
+        model.fit(x, np.zeros(8, "int32"), epochs=1, verbose=0)

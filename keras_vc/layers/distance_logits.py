@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_vc import _validation
 from keras_vc.layers.head import ClassifierHead
+from keras_vc.losses.entropic_cross_entropy import LOGIT_SCALE_ATTRIBUTE
 from keras_vc.ops import distances
 
 MODES = ("dismax", "isomax_plus")
@@ -120,7 +121,15 @@ class DistanceLogits(ClassifierHead):
         else:
             isometric = scale * distance / math.sqrt(2.0)
             logits = -(isometric + ops.mean(isometric, axis=-1, keepdims=True))
-        return self.finalize_logits(logits * self.entropic_scale, training)
+        logits = self.finalize_logits(logits * self.entropic_scale, training)
+        # Tells EntropicCrossEntropy that these logits already carry the entropic scale (a
+        # second scale would square it). Best effort: tensors that refuse attributes (JAX
+        # arrays) rely on the loss's construction-time warning.
+        try:
+            setattr(logits, LOGIT_SCALE_ATTRIBUTE, self.entropic_scale)
+        except AttributeError:
+            pass
+        return logits
 
     @property
     def recommended_ood_score(self):

@@ -1,10 +1,9 @@
 """VariationalClassificationLoss: the training objective of ``VariationalSoftmax``."""
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_vc import _validation
+from keras_vc import _labels
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
@@ -45,40 +44,9 @@ class VariationalClassificationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
         num_classes = int(logits.shape[-1])
-        labels = _sparse_labels(y_true, num_classes)
+        labels, valid = _labels.sparse_label_tensor(y_true, num_classes, name="y_true",
+                                                    return_valid=True)
         log_probs = ops.log_softmax(logits, axis=-1)
         losses = -ops.sum(ops.one_hot(labels, num_classes, dtype="float32") * log_probs, axis=-1)
-        valid = ops.logical_and(labels >= 0, labels < num_classes)
         return ops.where(valid, losses, ops.full_like(losses, float("nan")))
 
-
-def _concrete(value):
-    """``value`` as a NumPy array when it holds concrete values (eager), else None (traced)."""
-    if isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
-        return np.asarray(value)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if tf.is_symbolic_tensor(value) or not tf.executing_eagerly():
-            return None
-    try:
-        return keras.ops.convert_to_numpy(value)
-    except Exception:  # a tracer of another backend: values are not known yet
-        return None
-
-
-def _sparse_labels(y_true, num_classes):
-    shape = tuple(y_true.shape)
-    one_hot = len(shape) == 2 and shape[-1] == num_classes
-    concrete = _concrete(y_true)
-    if concrete is not None:
-        _validation.check_labels(concrete, num_classes, name="y_true")
-    if one_hot:
-        return ops.cast(ops.argmax(y_true, axis=-1), "int32")
-    if len(shape) == 2 and shape[-1] == 1:
-        return ops.cast(ops.reshape(y_true, (-1,)), "int32")
-    if len(shape) != 1:
-        raise ValueError(
-            f"`y_true` must have shape (batch,), (batch, 1) or (batch, {num_classes}); "
-            f"got {shape}.")
-    return ops.cast(y_true, "int32")

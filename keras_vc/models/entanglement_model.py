@@ -70,6 +70,7 @@ import keras
 from keras import ops
 
 from keras_vc import _activations
+from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.losses import soft_nearest_neighbor as snnl_lib
 
@@ -235,10 +236,8 @@ class EntanglementModel(keras.Model):
     def _labels(self, y, y_pred):
         shape = tuple(ops.convert_to_tensor(y).shape)
         num_classes = y_pred.shape[-1] if y_pred is not None else None
-        if len(shape) == 2 and shape[1] not in (1, None) and num_classes not in (None, shape[1]):
-            raise ValueError(
-                f"Labels of shape {shape} are neither class ids nor one-hot rows for the "
-                f"{num_classes} classes of the classifier's output.")
+        if num_classes is not None:  # (b,), (b, 1) or one-hot (b, K): the package's rule
+            _labels.label_layout(shape, num_classes, name="y")
         return snnl_lib.sparse_labels(y, y_pred.shape[0] if y_pred is not None else None,
                                       name="y")
 
