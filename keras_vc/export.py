@@ -17,9 +17,9 @@ keras_vc nor Keras. The same signature is also registered as ``serve`` (the Kera
 with ``mc_samples`` a second signature ``serve_mc`` returns the same outputs averaged over latent
 draws.
 
-**Temperature.** ``T`` is the fitted temperature. A head that owns a ``temperature`` variable
-(``DistanceLogits``, ``VariationalSoftmax``; set by :func:`keras_vc.calibration.fit_temperature`)
-already divides its logits by it, so nothing more is applied. A plain ``Dense`` output has no
+**Temperature.** ``T`` is the fitted temperature. A keras_vc head owns a ``temperature``
+variable (set by :func:`keras_vc.calibration.fit_temperature`) and already divides its logits
+by it, so nothing more is applied. A plain ``Dense`` output has no
 such variable: pass ``temperature=`` (a float or the
 :class:`~keras_vc.calibration.TemperatureResult` returned by ``find_temperature`` /
 ``fit_temperature``) and the export divides by it. Passing
@@ -41,12 +41,13 @@ Scores are computed at the served temperature, the same logits the ``probabiliti
 :func:`fit_ood_threshold` turns in-distribution validation scores into a threshold at a chosen
 true-positive rate (95% by default) with :func:`keras_vc.metrics.threshold_at_tpr`.
 
-**The head protocol this module relies on** (see CONTRIBUTING.md, "Conventions every head
-follows"): the output layer is ``model.layers[-1]`` and returns float32 logits; it may own a
-non-trainable scalar variable ``temperature`` that it divides by; it may define
-``recommended_ood_score`` (a name) and ``ood_score(outputs)`` (logits -> score, higher = more
-in-distribution). A head **with a latent** declares the class attribute ``has_latent = True`` and
-accepts ``call(inputs, training=None, num_samples=None)``: with ``num_samples=M`` at inference it
+**The head protocol this module relies on** (:class:`keras_vc.layers.ClassifierHead`, see
+CONTRIBUTING.md): :func:`keras_vc.layers.output_head` finds the keras_vc head that produces the
+model's output (a model in which layers follow a head is refused); a head returns float32
+logits, divides its inference outputs by its own float32 ``temperature``, and names its
+``recommended_ood_score`` with ``ood_score(outputs)`` (logits -> score at temperature 1, higher =
+more in-distribution). A head **with a latent** (``has_latent = True``) accepts
+``call(inputs, training=None, num_samples=None)``: with ``num_samples=M`` at inference it
 returns the log of the class probabilities averaged over ``M`` latent draws taken from its
 ``keras.random.SeedGenerator``, ``log((1/M) sum_m softmax(logits(z_m)))``, shape ``(B, K)``,
 float32, temperature included. These are valid logits (their softmax is the MC average), so the
