@@ -37,7 +37,9 @@ class Detector(_persistence.Persistable):
         if layer is not None and (not isinstance(layer, str) or not layer):
             raise ValueError(f"`layer` must be a layer name or None, got {layer!r}.")
         self.layer = layer
-        self.pooling = _validation.check_choice(pooling, "pooling", _model.POOLINGS)
+        if pooling not in _model.POOLINGS:
+            raise ValueError(f"`pooling` must be one of {_model.POOLINGS}, got {pooling!r}.")
+        self.pooling = pooling
         self.model = None
         self.log_outputs = False
         self.num_features = None
@@ -203,7 +205,8 @@ class Detector(_persistence.Persistable):
         return np.concatenate(scores)
 
     def _score_inputs(self, x_batch):
-        return self.score_features(ops.convert_to_numpy(self.prepare_tensor(self._forward(x_batch))))
+        features = self.prepare_tensor(self._forward(x_batch))
+        return self.score_features(ops.convert_to_numpy(features))
 
     def score_features(self, features):
         """Scores features (or logits, for logit detectors): (n, D) array -> NumPy (n,)."""

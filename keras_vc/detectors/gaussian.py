@@ -99,16 +99,21 @@ class Mahalanobis(Detector):
 
     def _finish(self):
         counts, means, within = self._class_statistics()
-        self._set_class_gaussians(means, within / counts.sum())
+        self._set_class_gaussians(counts, means, within / counts.sum())
 
-    def _set_class_gaussians(self, means, covariance):
+    def _set_class_gaussians(self, counts, means, covariance):
+        # Distances are translation invariant: centring on the training mean keeps the
+        # one-matmul form below from cancelling when features sit far from the origin.
+        self.centre = counts @ means / counts.sum()
         self.whitener = _streaming.inverse_sqrt(covariance, "shared class covariance")
-        self.whitened_means = means @ self.whitener
+        self.whitened_means = (means - self.centre) @ self.whitener
 
     def _fitted_state(self):
-        return {"whitener": self.whitener, "whitened_means": self.whitened_means}
+        return {"centre": self.centre, "whitener": self.whitener,
+                "whitened_means": self.whitened_means}
 
     def _set_fitted_state(self, arrays):
+        self.centre = arrays["centre"]
         self.whitener = arrays["whitener"]
         self.whitened_means = arrays["whitened_means"]
 
@@ -116,7 +121,8 @@ class Mahalanobis(Detector):
         """(batch, K) squared Mahalanobis distances as one matmul:
         ``||hA||^2 - 2 (hA)(mu A)^T + ||mu A||^2``."""
         dtype = self._dtype(features)
-        whitened = ops.matmul(ops.cast(features, dtype), ops.convert_to_tensor(self.whitener, dtype))
+        centred = ops.cast(features, dtype) - ops.convert_to_tensor(self.centre, dtype)
+        whitened = ops.matmul(centred, ops.convert_to_tensor(self.whitener, dtype))
         means = ops.convert_to_tensor(self.whitened_means, dtype)
         distances = (ops.sum(ops.square(whitened), axis=1, keepdims=True)
                      - 2.0 * ops.matmul(whitened, ops.transpose(means))
@@ -166,7 +172,7 @@ class RelativeMahalanobis(Mahalanobis):
     def _finish(self):
         counts, means, within = self._class_statistics()
         total = counts.sum()
-        self._set_class_gaussians(means, within / total)
+        self._set_class_gaussians(counts, means, within / total)
         self.background_mean, scatter = _streaming.total_scatter(counts, means, within)
         self.background_whitener = _streaming.inverse_sqrt(scatter / total, "background covariance")
 

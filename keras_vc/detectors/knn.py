@@ -71,19 +71,25 @@ class KNN(Detector):
                              f"{bank.shape[0]}.")
         self._set_fitted_state({"bank": bank})
 
+    @property
+    def bank(self):
+        """The stored normalised training features, (n, D) float32 (None before fit)."""
+        if self._chunks is None:
+            return None
+        return np.concatenate([ops.convert_to_numpy(chunk) for chunk in self._chunks])
+
     def _fitted_state(self):
         return {"bank": self.bank}
 
     def _set_fitted_state(self, arrays):
-        self.bank = np.asarray(arrays["bank"], dtype=np.float32)
-        self._chunks = None
+        # Held once, as backend tensors in search chunks (a NumPy copy only while saving).
+        bank = np.asarray(arrays["bank"], dtype=np.float32)
+        self._chunks = [ops.convert_to_tensor(bank[start:start + self.chunk_size])
+                        for start in range(0, bank.shape[0], self.chunk_size)]
 
     def score_tensor(self, features):
         """``-||h_hat - h_hat_(k)||`` of (batch, D) features, keras.ops only (float32)."""
         self._require_fitted("score_tensor")
-        if self._chunks is None:
-            self._chunks = [ops.convert_to_tensor(self.bank[start:start + self.chunk_size])
-                            for start in range(0, self.bank.shape[0], self.chunk_size)]
         queries = distances_lib.l2_normalize(ops.cast(features, "float32"))
         squared, _ = neighbors.chunked_nearest(queries, self._chunks, self.k)
         return -ops.sqrt(ops.maximum(squared[:, self.k - 1], 0.0))

@@ -103,7 +103,8 @@ class ViM(_LinearHeadDetector):
         super()._begin(num_features)
         dim = self.principal_dim
         if dim is None:
-            dim = 1000 if num_features >= 2048 else 512 if num_features >= 768 else num_features // 2
+            dim = (1000 if num_features >= 2048 else 512 if num_features >= 768
+                   else num_features // 2)
         if not 1 <= dim < num_features:
             raise ValueError(f"`principal_dim` ({dim}) must be in [1, {num_features - 1}] (below "
                              f"the feature width {num_features}).")
@@ -189,7 +190,7 @@ class ReAct(_LinearHeadDetector):
 
     def _finish(self):
         sample, self._reservoir = self._reservoir.rows(), None
-        self.threshold = float(np.percentile(sample.astype(np.float64), self.percentile))
+        self.threshold = float(np.percentile(sample, self.percentile))
 
     def _fitted_state(self):
         return {**super()._fitted_state(), "threshold": np.asarray(self.threshold)}
