@@ -126,8 +126,9 @@ class ViM(_LinearHeadDetector):
         shift = means[0] - origin
         _, vectors = np.linalg.eigh(scatter / total + np.outer(shift, shift))
         residual_space = vectors[:, :self.num_features - self._dim]
-        sample = self._reservoir.rows().astype(np.float64)
-        norm = np.linalg.norm((sample - origin) @ residual_space, axis=1).mean()
+        sample = self._reservoir.rows()
+        norm = sum(np.linalg.norm((sample[i:i + 1024] - origin) @ residual_space, axis=1).sum()
+                   for i in range(0, sample.shape[0], 1024)) / sample.shape[0]
         if norm == 0:
             raise ValueError("The training features have no residual outside the principal "
                              "space; lower `principal_dim`.")
