@@ -353,7 +353,8 @@ class _UniformDraws(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
 
-    def call(self, batch_size):
+    def draw(self, batch_size):
+        """(batch_size,) Uniform(0, 1) draws, advancing the generator."""
         return keras.random.uniform((batch_size,), seed=self.seed_generator)
 
 
@@ -457,7 +458,7 @@ class _ServingPlan:
         if self.conformal is not None:
             uniform = None
             if self.uniform is not None:
-                uniform = self.uniform(ops.shape(probabilities)[0])
+                uniform = self.uniform.draw(ops.shape(probabilities)[0])
             mask = self.conformal.predict_mask_ops(probabilities, uniform)
             result["prediction_set"] = mask
             result["set_size"] = ops.sum(ops.cast(mask, "int32"), axis=-1)
