@@ -10,7 +10,11 @@ returns, for a batch of ``B`` rows and ``K`` classes:
 - ``confidence``, float32 ``(B,)``: the largest probability;
 - ``entropy``, float32 ``(B,)``: the Shannon entropy of the probabilities, in nats;
 - ``ood_score``, float32 ``(B,)``: the OOD score, higher = more in-distribution;
-- ``is_ood``, bool ``(B,)``: ``ood_score < ood_threshold``, only when a threshold is given.
+- ``is_ood``, bool ``(B,)``: ``ood_score < ood_threshold``, only when a threshold is given;
+- ``prediction_set``, bool ``(B, K)``: the conformal prediction set (True = label in the set),
+  only with ``conformal=``;
+- ``set_size``, int32 ``(B,)``: the number of labels in ``prediction_set``, only with
+  ``conformal=``.
 
 The SavedModel holds plain TensorFlow ops: the server (or ``tf.saved_model.load``) needs neither
 keras_vc nor Keras. The same signature is also registered as ``serve`` (the Keras endpoint name);
@@ -24,6 +28,29 @@ such variable: pass ``temperature=`` (a float or the
 :class:`~keras_vc.calibration.TemperatureResult` returned by ``find_temperature`` /
 ``fit_temperature``) and the export divides by it. Passing
 ``temperature=`` for a head that owns one is an error (it would be applied twice).
+
+**Calibrator.** ``calibrator=`` (a fitted :mod:`keras_vc.calibration` calibrator with
+``exportable = True``) makes the served probabilities ``calibrator.predict_proba_ops(logits)``;
+``predicted_class``, ``confidence`` and ``entropy`` then come from the calibrated probabilities
+(a binning calibrator can change the argmax). It replaces the temperature: passing both
+``temperature=`` and ``calibrator=`` is an error. A head that owns a ``temperature`` keeps it
+at its current value and the calibrator reads the head's outputs, so fit the calibrator on
+``model.predict`` logits of that same model. The OOD score is a property of the model, not of
+the calibration: it is computed from the logits before the calibrator, so thresholds from
+:func:`fit_ood_threshold` stay valid.
+
+**Conformal sets.** ``conformal=`` (a fitted :class:`keras_vc.conformal.SplitConformal`, fitted
+on the served probabilities, i.e. after the calibrator, with K classes) adds
+``prediction_set`` and ``set_size``, computed in the graph with ``predict_mask_ops`` from the
+served probabilities. A randomised score (APS / RAPS with ``randomized=True``) draws one
+Uniform(0, 1) per row and request with ``keras.random.uniform`` and a ``SeedGenerator`` seeded
+with the predictor's ``seed`` and owned by the export: its state is saved and advances on
+every request, so the served sets are not those of ``predict`` (a fixed NumPy stream), only
+equal in distribution. Tie caveat: the graph runs in float32, so a label whose score lies
+within ~1e-7 of ``qhat`` (e.g. flat calibrators such as isotonic or histogram binning, whose
+probabilities repeat, or a non-randomised APS with ``qhat`` at the full mass 1) can fall on
+the other side than in the float64 :meth:`~keras_vc.conformal.SplitConformal.predict`.
+Sources: Angelopoulos & Bates (arXiv 2107.07511); Romano et al. (NeurIPS 2020).
 
 **Probabilities models.** A model whose output layer applies a softmax (``Dense(K,
 activation="softmax")``, a ``Softmax`` or ``Activation("softmax")`` layer) is detected and its
@@ -99,6 +126,7 @@ ENDPOINT = "serve"
 MC_SIGNATURE = "serve_mc"
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 BASE_OUTPUTS = ("probabilities", "predicted_class", "confidence", "entropy")
+CONFORMAL_OUTPUTS = ("prediction_set", "set_size")
 
 # Smallest probability turned into a logit: float32 keeps 1e-30 as a normal number, and
 # log(1e-30) = -69 stays far below any logit that matters after a softmax.
@@ -124,6 +152,9 @@ class ServingExport:
         ood_score: name of the served OOD score, or None.
         ood_threshold: the ``is_ood`` threshold, or None.
         mc_samples: latent draws averaged by ``serve_mc``, or None.
+        calibrator: class name of the calibrator the served probabilities come from, or None.
+        conformal: ``"<score>(alpha=<alpha>[, randomized])"`` of the conformal predictor behind
+            ``prediction_set`` / ``set_size``, or None.
     """
 
     path: str
@@ -137,6 +168,8 @@ class ServingExport:
     ood_score: Optional[str]
     ood_threshold: Optional[float]
     mc_samples: Optional[int]
+    calibrator: Optional[str] = None
+    conformal: Optional[str] = None
 
 
 def _activation_name(function):
@@ -253,11 +286,92 @@ def _check_mc_samples(mc_samples, layer):
     return mc_samples
 
 
+def _check_calibrator(calibrator, temperature):
+    """Returns the calibrator (or None), refusing what cannot be exported."""
+    if calibrator is None:
+        return None
+    if not all(hasattr(calibrator, name) for name in ("predict_proba_ops", "exportable",
+                                                      "num_classes")):
+        raise ValueError(
+            "`calibrator` must be a fitted keras_vc.calibration calibrator (with "
+            f"`predict_proba_ops`), got {type(calibrator).__name__}."
+        )
+    if temperature is not None:
+        raise ValueError(
+            "`temperature` must be None when a `calibrator` is given: the calibrator replaces "
+            "the temperature (use keras_vc.calibration.TemperatureScaling as the calibrator "
+            "for temperature scaling)."
+        )
+    if not calibrator.exportable:
+        raise ValueError(
+            f"`calibrator` {type(calibrator).__name__} cannot be exported: "
+            f"{calibrator.export_note}"
+        )
+    if calibrator.num_classes is None:
+        raise ValueError(f"`calibrator` {type(calibrator).__name__} is not fitted: call `fit` "
+                         "first.")
+    return calibrator
+
+
+def _check_conformal(conformal, num_classes):
+    """Returns the conformal predictor (or None) after checking it is fitted on K classes."""
+    if conformal is None:
+        return None
+    if not all(hasattr(conformal, name) for name in ("predict_mask_ops", "qhat", "num_classes",
+                                                     "uses_uniform")):
+        raise ValueError(
+            "`conformal` must be a fitted keras_vc.conformal.SplitConformal (with "
+            f"`predict_mask_ops`), got {type(conformal).__name__}."
+        )
+    if conformal.qhat is None:
+        raise ValueError(f"`conformal` {type(conformal).__name__} is not fitted: call "
+                         "`fit(probs_cal, y_cal)` first.")
+    if conformal.num_classes != num_classes:
+        raise ValueError(
+            f"`conformal` was fitted on {conformal.num_classes} classes but the model outputs "
+            f"{num_classes}."
+        )
+    return conformal
+
+
+def _check_num_classes(calibrator, num_classes):
+    if calibrator is not None and calibrator.num_classes != num_classes:
+        raise ValueError(
+            f"`calibrator` was fitted on {calibrator.num_classes} classes but the model outputs "
+            f"{num_classes}."
+        )
+
+
+class _UniformDraws(keras.layers.Layer):
+    """Owns the seed generator of the per-request uniforms of a randomised conformal score.
+
+    A layer so that the export archive saves the generator's state with the model: it advances
+    on every request, as a latent head's does.
+    """
+
+    def __init__(self, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True
+
+    def draw(self, batch_size):
+        """(batch_size,) Uniform(0, 1) draws, advancing the generator."""
+        return keras.random.uniform((batch_size,), seed=self.seed_generator)
+
+
 class _ServingPlan:
     """Validated export settings and the serving computation, written with keras.ops."""
 
-    def __init__(self, model, ood_score, ood_threshold, temperature, output_kind, mc_samples):
+    def __init__(self, model, ood_score, ood_threshold, temperature, output_kind, mc_samples,
+                 calibrator=None, conformal=None):
         self.input, output, self.head = _check_model(model)
+        num_classes = int(output.shape[-1])
+        self.calibrator = _check_calibrator(calibrator, temperature)
+        _check_num_classes(self.calibrator, num_classes)
+        self.conformal = _check_conformal(conformal, num_classes)
+        self.uniform = None
+        if self.conformal is not None and self.conformal.uses_uniform:
+            self.uniform = _UniformDraws(self.conformal.seed, name="conformal_uniform")
         self.model = model
         self.output_kind = _detect_output_kind(self.head, output_kind)
         self.temperature, self.reported_temperature, self.head_temperature = _check_temperature(
@@ -285,12 +399,21 @@ class _ServingPlan:
         self.input_dtype = keras.backend.standardize_dtype(self.input.dtype)
 
     @property
+    def conformal_description(self):
+        if self.conformal is None:
+            return None
+        randomized = ", randomized" if self.conformal.uses_uniform else ""
+        return f"{self.conformal.score}(alpha={self.conformal.alpha:g}{randomized})"
+
+    @property
     def output_names(self):
         names = BASE_OUTPUTS
         if self.score_fn is not None:
             names += ("ood_score",)
         if self.threshold is not None:
             names += ("is_ood",)
+        if self.conformal is not None:
+            names += CONFORMAL_OUTPUTS
         return names
 
     def logits(self, inputs):
@@ -313,18 +436,33 @@ class _ServingPlan:
 
     def outputs(self, logits):
         """Every served output from the served logits."""
-        probabilities = ops.softmax(logits, axis=-1)
+        if self.calibrator is None:
+            probabilities = ops.softmax(logits, axis=-1)
+            entropy = -scores_lib.negative_entropy(logits)
+        else:
+            probabilities = ops.cast(self.calibrator.predict_proba_ops(logits), "float32")
+            # log p are logits of p (the softmax of log p is p); zeros are floored.
+            entropy = -scores_lib.negative_entropy(
+                ops.log(ops.maximum(probabilities, _PROBABILITY_FLOOR)))
         result = {
             "probabilities": probabilities,
-            "predicted_class": ops.cast(ops.argmax(logits, axis=-1), "int64"),
+            "predicted_class": ops.cast(ops.argmax(
+                logits if self.calibrator is None else probabilities, axis=-1), "int64"),
             "confidence": ops.max(probabilities, axis=-1),
-            "entropy": -scores_lib.negative_entropy(logits),
+            "entropy": entropy,
         }
         if self.score_fn is not None:
             score = ops.cast(self.score_fn(logits), "float32")
             result["ood_score"] = score
             if self.threshold is not None:
                 result["is_ood"] = ops.less(score, ops.cast(self.threshold, "float32"))
+        if self.conformal is not None:
+            uniform = None
+            if self.uniform is not None:
+                uniform = self.uniform.draw(ops.shape(probabilities)[0])
+            mask = self.conformal.predict_mask_ops(probabilities, uniform)
+            result["prediction_set"] = mask
+            result["set_size"] = ops.sum(ops.cast(mask, "int32"), axis=-1)
         return result
 
     def serve(self, inputs):
@@ -335,7 +473,7 @@ class _ServingPlan:
 
 
 def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_samples=None,
-                       temperature=None, output_kind="auto"):
+                       temperature=None, output_kind="auto", calibrator=None, conformal=None):
     """Writes a TensorFlow Serving SavedModel whose signature returns the uncertainty outputs.
 
     Args:
@@ -358,6 +496,10 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             layer without a ``temperature`` variable. Must be None for a head that owns one.
         output_kind: ``"auto"`` (detect a softmax output layer), ``"logits"`` or
             ``"probabilities"``.
+        calibrator: optional fitted, exportable calibrator: the served probabilities become
+            ``calibrator.predict_proba_ops(logits)`` (see the module docstring).
+        conformal: optional fitted ``SplitConformal`` on K classes: adds ``prediction_set``
+            (bool ``(B, K)``) and ``set_size`` (int32 ``(B,)``) from the served probabilities.
 
     Returns:
         A :class:`ServingExport` describing the signatures written.
@@ -365,7 +507,9 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
     Raises:
         ValueError: the model's output is not class logits or probabilities, a threshold without
             a score, an unknown score name, ``mc_samples < 1`` or ``mc_samples`` for a head
-            without a latent, a temperature for a head that applies its own.
+            without a latent, a temperature for a head that applies its own, a temperature
+            with a calibrator, a calibrator that is unfitted, not exportable or on another K,
+            a conformal predictor that is unfitted or fitted on another K.
 
     Example:
         >>> info = export_for_serving(model, "models/digits/1",     # doctest: +SKIP
@@ -374,7 +518,8 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
         >>> served = tf.saved_model.load(info.path).signatures["serving_default"]
         >>> served(inputs=tf.constant(x_test))["probabilities"]    # doctest: +SKIP
     """
-    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples)
+    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples,
+                        calibrator, conformal)
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"`path` must be a string or os.PathLike, got {type(path).__name__}.")
     path = os.fspath(path)
@@ -390,6 +535,8 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if plan.uniform is not None:
+        archive.track(plan.uniform)
     archive.add_endpoint(ENDPOINT, serve, input_signature=signature)
     signatures = {DEFAULT_SIGNATURE: plan.output_names, ENDPOINT: plan.output_names}
     if plan.mc_samples is not None:
@@ -408,6 +555,8 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
         ood_score=plan.score_name,
         ood_threshold=plan.threshold,
         mc_samples=plan.mc_samples,
+        calibrator=None if plan.calibrator is None else type(plan.calibrator).__name__,
+        conformal=plan.conformal_description,
     )
 
 
@@ -425,7 +574,8 @@ def _check_inputs(x, plan, name):
 
 
 def serving_outputs(model, x, *, ood_score="auto", ood_threshold=None, mc_samples=None,
-                    temperature=None, output_kind="auto", batch_size=256):
+                    temperature=None, output_kind="auto", calibrator=None, conformal=None,
+                    batch_size=256):
     """Computes in-process what the exported signature returns for ``x``.
 
     Same arguments as :func:`export_for_serving`; with ``mc_samples`` the outputs are those of the
@@ -434,8 +584,9 @@ def serving_outputs(model, x, *, ood_score="auto", ood_threshold=None, mc_sample
     Args:
         model: the classifier (see :func:`export_for_serving`).
         x: inputs, an array of shape ``(n,) + model input shape``.
-        ood_score, ood_threshold, mc_samples, temperature, output_kind: as in
-            :func:`export_for_serving`.
+        ood_score, ood_threshold, mc_samples, temperature, output_kind, calibrator, conformal:
+            as in :func:`export_for_serving` (randomised conformal sets draw fresh uniforms
+            from a generator seeded with the predictor's ``seed`` on every call).
         batch_size: rows per forward pass.
 
     Returns:
@@ -447,7 +598,8 @@ def serving_outputs(model, x, *, ood_score="auto", ood_threshold=None, mc_sample
         >>> out["probabilities"].shape, out["ood_score"].shape      # doctest: +SKIP
         ((500, 10), (500,))
     """
-    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples)
+    plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples,
+                        calibrator, conformal)
     batch_size = _validation.check_int(batch_size, "batch_size", minimum=1)
     x = _check_inputs(x, plan, "x")
     compute = plan.serve if plan.mc_samples is None else plan.serve_mc
