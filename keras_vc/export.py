@@ -64,7 +64,9 @@ elsewhere.
 name from :data:`keras_vc.scores.SCORES` (or a function of logits written with ``keras.ops``)
 applies that score to the served logits ``logits / T``; ``None`` drops ``ood_score`` (and
 ``is_ood``).
-Scores are computed at the served temperature, the same logits the ``probabilities`` come from.
+A keras_vc head's own score reads its logits at temperature 1 (the head protocol: calibration
+does not move it); a named score or a function reads the served logits ``logits / T``. A
+calibrator (below) never changes the OOD score.
 :func:`fit_ood_threshold` turns in-distribution validation scores into a threshold at a chosen
 true-positive rate (95% by default) with :func:`keras_vc.metrics.threshold_at_tpr`.
 
