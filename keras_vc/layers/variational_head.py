@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_vc import _distribute
 from keras_vc import _validation
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
 from keras_vc.layers.head import ClassifierHead
@@ -123,14 +124,15 @@ class VariationalHead(ClassifierHead):
 
     def call(self, inputs, training=None, num_samples=None):
         mean, log_variance = self.encoder(inputs)
-        if training:
-            kl = ops.mean(gaussian.kl_to_standard_normal(mean, log_variance))
-            self.add_loss(ops.cast(kl, "float32"))
         if num_samples is not None:
             num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
             outputs = self._average(self.encoder.sample(mean, log_variance, num_samples))
         elif training:
-            outputs = self._logits(self.encoder.sample(mean, log_variance))
+            # The global batch's noise, sliced to this replica's rows under tf.distribute: the
+            # same draw for every example on one device or on several replicas.
+            noise = _distribute.standard_normal_rows(ops.shape(mean), self.encoder.seed_generator,
+                                                     dtype=mean.dtype)
+            outputs = self._logits(gaussian.reparameterize(mean, log_variance, noise))
         elif self.inference_noise is None:
             outputs = self._logits(mean)
         else:
@@ -139,6 +141,12 @@ class VariationalHead(ClassifierHead):
                                 (self.num_samples,) + (1,) * (len(mean.shape) - 1)
                                 + (self.latent_dim,))
             outputs = self._average(ops.expand_dims(mean, 0) + ops.expand_dims(scale, 0) * noise)
+        if training:
+            # Added after the noise draw, whose collective (under tf.distribute) lets the other
+            # replicas run: a replica's outermost call clears every layer's losses, so a loss
+            # added before a collective could be cleared before this replica's loss reads it.
+            kl = ops.mean(gaussian.kl_to_standard_normal(mean, log_variance))
+            self.add_loss(ops.cast(kl, "float32"))
         return self.finalize_logits(outputs, training)
 
     def get_config(self):

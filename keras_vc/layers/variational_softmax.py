@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vc import _distribute
 from keras_vc import _validation
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
 from keras_vc.layers.head import ClassifierHead
@@ -297,7 +298,8 @@ class VariationalSoftmax(ClassifierHead):
             logits, terms = self._training_outputs(mean, log_variance)
             extra = sum(term for term in terms.values() if term is not None)
             training_logits = logits - extra
-            # The label-independent part of the objective (see the class docstring).
+            # The label-independent part of the objective (see the class docstring), added after
+            # the noise draw: see "Distributed training" there.
             self.add_loss(ops.mean(ops.logsumexp(logits, axis=-1)
                                    - ops.logsumexp(training_logits, axis=-1)))
             return self.finalize_logits(training_logits, training)
@@ -348,8 +350,10 @@ class VariationalSoftmax(ClassifierHead):
         # of the discriminator's prior samples (one random op in the compiled step, not two).
         num_noises = int(log_variance is not None) + int(has_discriminator)
         if num_noises:
-            noise = gaussian.standard_normal((num_noises,) + tuple(ops.shape(mean)),
-                                             self.seed_generator)
+            # Drawn for the global batch and sliced to this replica's rows under tf.distribute,
+            # so that each example's noise does not depend on the number of replicas.
+            noise = _distribute.standard_normal_rows((num_noises,) + tuple(ops.shape(mean)),
+                                                     self.seed_generator, axis=1)
         z = mean if log_variance is None else gaussian.reparameterize(mean, log_variance, noise[0])
         class_log_prior = self.class_log_prior()
         logits = self.joint_log_density(z)

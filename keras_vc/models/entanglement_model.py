@@ -70,6 +70,7 @@ import keras
 from keras import ops
 
 from keras_vc import _activations
+from keras_vc import _distribute
 from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.losses import soft_nearest_neighbor as snnl_lib
@@ -226,9 +227,15 @@ class EntanglementModel(keras.Model):
             return loss
         if hidden is None:  # inference outputs (evaluate): deterministic, so recompute
             hidden = self.network(x, training=False)[:-1]
+        # SNNL of the global batch under tf.distribute (identity elsewhere); every replica
+        # computes the same value, and the gathered gradient sums over replicas, hence the
+        # division (Keras divides the compiled loss the same way).
+        hidden = [_distribute.all_gather(activations) for activations in hidden]
+        labels = _distribute.all_gather(labels)
         total = ops.sum(ops.stack(self.entanglement(hidden, labels, training)))
         sign = -1.0 if self.direction == "maximize" else 1.0
-        return ops.cast(loss, "float32") + sign * self.alpha * total
+        return (ops.cast(loss, "float32")
+                + sign * self.alpha * total / float(_distribute.num_replicas()))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, self._split(y_pred)[0], sample_weight=sample_weight)
