@@ -5,6 +5,12 @@ batch transform: it runs on whole batches (eagerly, or inside ``tf.data.Dataset.
 ``.batch``) and returns images with soft targets for
 :class:`keras_vc.losses.EntropicCrossEntropy`. It is written with TensorFlow ops because
 ``tf.data`` runs TensorFlow graphs whatever the Keras backend.
+
+FPR mixing is per batch by nature (it pairs examples of the batch it is given). Under a
+``tf.distribute`` strategy, mapped before the dataset is distributed it mixes within each global
+batch; applied to each replica's batch (``distribute_datasets_from_function``) it mixes within
+that replica's rows, so the mosaics then differ from a one-device run's. (Not covered by the
+distribution test, which checks the training step, not the input pipeline.)
 """
 
 import numbers
@@ -37,6 +43,9 @@ def _check_seed(seed):
 
 def fractional_probability_mix(images, labels, num_classes, seed=None):
     """DisMax fractional probability regularization (FPR): half of a batch becomes mosaics.
+
+    Mixing is within the batch given (per replica when applied to each replica's batch under
+    ``tf.distribute``; see the module docstring).
 
     As in the reference (``DisMaxLossSecondPart.preprocess``): the batch (B images) is first
     shuffled by one random permutation; the first half (B/2 images) is kept with one-hot targets;

@@ -114,6 +114,19 @@ class VariationalSoftmax(ClassifierHead):
     protocol of :class:`keras_vc.layers.ClassifierHead`): training always sees the model's own
     densities.
 
+    **Distributed training** (``tf.distribute``, e.g. ``MirroredStrategy``). One step on R
+    replicas equals the step on one device (tests/test_distribution.py: 2 replicas, float32
+    round-off). The training noise (the posterior draw and the discriminator's prior samples) is
+    drawn for the *global* batch on every replica, from the generator state all replicas share,
+    and each replica keeps its own rows (:func:`keras_vc._distribute.standard_normal_rows`, one
+    small collective for the replicas' batch sizes): each example gets the noise it gets on one
+    device. (Two replicas drawing their half-batches from the same state would give every half
+    the same noise.) The ``add_loss`` term is a mean over the replica's rows, which Keras divides
+    by R like the compiled loss, so both sum to global-batch means. It is added after the noise
+    draw: a Keras layer's losses live in one list shared by the replicas' threads, which each
+    replica's outermost call clears, so a loss added before a collective could be cleared by
+    another replica before this one's loss reads it.
+
     **Mixed precision.** The encoder's and projection's ``Dense`` sublayers compute in the
     policy's dtype; everything after them (prior, class prior, discriminator, the fixed draws,
     the temperature) is a float32 weight read in float32, and the Gaussian math runs in float32.

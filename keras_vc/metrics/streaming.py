@@ -2,6 +2,8 @@
 
 They accumulate exact per-bin sums, so the value over any split into batches equals the NumPy
 function of :mod:`keras_vc.metrics.calibration` on the concatenated data (up to float32 sums).
+Under ``tf.distribute`` the sums are Keras metric variables, which the strategy adds up across
+replicas, so ``evaluate`` reports the metric of the global data (tests/test_distribution.py).
 """
 
 import keras

@@ -39,6 +39,13 @@ new ``t_l``. ``t_l`` is not a trainable weight: the optimiser of the composite l
 to *maximise* SNNL together with the network. The update happens in ``compute_loss``, whose
 non-trainable variable updates Keras 3 keeps on every backend (JAX included).
 
+Distributed training (``tf.distribute``): SNNL compares every pair of rows, so it is a property
+of the batch. Under a strategy, ``compute_loss`` gathers the replicas' activations and labels
+(``all_gather``, whose gradient returns each replica's rows to it) and computes SNNL, and the
+temperature step, on the *global* batch; every replica then holds the same value, divided by the
+number of replicas as Keras divides the compiled loss, so that the summed update is the one-device
+update (tests/test_distribution.py). Outside a strategy, and on other backends, nothing changes.
+
 Differences from the reference: SNNL itself is computed in log-sum-exp form with the rows that
 have no same-class partner left out (see :mod:`keras_vc.losses.soft_nearest_neighbor`); when
 maximising, each row is capped smoothly at ``entanglement_cap`` (default ``-log(1e-5)``, the bound
