@@ -119,13 +119,7 @@ class DistanceLogits(keras.layers.Layer):
 
     def call(self, inputs):
         features = ops.cast(inputs, "float32")
-        squared_norm = ops.sum(ops.square(features), axis=-1, keepdims=True)
-        # A zero vector has no direction: pass no gradient back through it (see the docstring).
-        features = ops.where(squared_norm < distances.NORM_EPSILON ** 2,
-                             ops.stop_gradient(features), features)
-        unit_features = distances.l2_normalize(features)
-        unit_prototypes = distances.l2_normalize(ops.cast(self.prototypes, "float32"))
-        distance = distances.unit_vector_distance(unit_features, unit_prototypes)
+        distance = distances.prototype_distances(features, ops.cast(self.prototypes, "float32"))
         scale = ops.abs(ops.cast(self.distance_scale, "float32"))
         if self.mode == "isomax_plus":
             logits = -scale * distance
