@@ -113,7 +113,8 @@ def test_logits_and_gradients_near_a_prototype():
     weights = rng.normal(size=(4, 6))
     # float64 NumPy: logits = -10 |s| d with d = ||u - q||; analytic gradients of sum(w * logits).
     f, p = features.astype(np.float64), prototypes
-    f_norm, p_norm = np.linalg.norm(f, axis=1, keepdims=True), np.linalg.norm(p, axis=1, keepdims=True)
+    f_norm = np.linalg.norm(f, axis=1, keepdims=True)
+    p_norm = np.linalg.norm(p, axis=1, keepdims=True)
     u, q = f / f_norm, p / p_norm
     difference = u[:, None] - q[None]
     distance = np.linalg.norm(difference, axis=-1)

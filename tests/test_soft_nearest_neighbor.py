@@ -114,8 +114,8 @@ def test_no_pair_warning_at_trace_time():
         tf.function(lambda x, y: soft_nearest_neighbor_loss(x, y, 1.0)).get_concrete_function(
             tf.TensorSpec((1, 3)), tf.TensorSpec((1,), tf.int32))
     with pytest.warns(UserWarning, match="all 4 rows"):
-        tf.function(lambda x: soft_nearest_neighbor_loss(x, np.arange(4), 1.0)).get_concrete_function(
-            tf.TensorSpec((4, 3)))
+        traced = tf.function(lambda x: soft_nearest_neighbor_loss(x, np.arange(4), 1.0))
+        traced.get_concrete_function(tf.TensorSpec((4, 3)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tf.function(lambda x, y: soft_nearest_neighbor_loss(x, y, 1.0)).get_concrete_function(

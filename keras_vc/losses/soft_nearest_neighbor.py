@@ -324,7 +324,7 @@ def soft_nearest_neighbor_loss(features, labels, temperature=100.0, distance="sq
 
 
 def _log_temperature_derivatives(distances, labels, scale, cap=None):
-    """``(f', f'')``: first and second derivative of SNNL w.r.t. ``s = log t`` at ``scale = t / T0``.
+    """``(f', f'')``: the first two derivatives of SNNL in ``s = log t``, at ``scale = t / T0``.
 
     With ``a_ij = d_ij t / T0`` and expectations under the softmax weights of the two log-sum-exps
     of a row, ``row' = E_same[a] - E_all[a]`` and ``row'' = row' + Var_all[a] - Var_same[a]``; a
