@@ -18,16 +18,12 @@ OPTIMAL = "optimal"
 
 
 def _check_labels(y, num_rows):
+    """Class ids (n,) from (n,), (n, 1) or one-hot labels; K is not known here, so the range
+    check is ``>= 0`` and a one-hot width is taken from the labels themselves."""
     array = _validation.to_numpy(y, "y")
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    elif array.ndim == 2 and array.shape[1] > 1:
-        array = array.argmax(axis=1)
-    if array.ndim != 1:
-        raise ValueError(f"`y` must have shape (n,), (n, 1) or one-hot (n, K); got {array.shape}.")
-    if array.shape[0] != num_rows:
-        raise ValueError(f"`y` has {array.shape[0]} labels but `x` has {num_rows} rows.")
-    return _validation.check_finite_array(array, "y", ndim=1).astype(np.int64)
+    width = array.shape[1] if array.ndim == 2 else None
+    num_classes = width if width and width > 1 else int(np.nanmax(array)) + 1 if array.size else 2
+    return _validation.check_labels(array, max(num_classes, 2), num_samples=num_rows, name="y")
 
 
 class EntanglementMonitor(keras.callbacks.Callback):

@@ -93,14 +93,17 @@ def get(name):
 def recommended(model_or_layer):
     """The recommended OOD score of a classifier: ``(name, fn(outputs) -> scores)``.
 
-    A head that defines ``recommended_ood_score`` and ``ood_score(outputs)`` (``DistanceLogits``,
-    ``VariationalSoftmax``) chooses its own; any other output (a plain ``Dense``) gets the maximum
-    softmax probability.
+    A model whose output layer is a keras_vc head (:class:`keras_vc.layers.ClassifierHead`)
+    gets the head's own score (``head.recommended_ood_score``, ``head.ood_score``: MMLES for
+    DisMax, log p(z) for VariationalSoftmax, ...); any other classifier (a plain ``Dense``
+    output) gets the maximum softmax probability.
+
+    Raises:
+        ValueError: if the model holds a keras_vc head that is not its output layer.
     """
-    layer = model_or_layer
-    layers = getattr(model_or_layer, "layers", None)
-    if layers:
-        layer = layers[-1]
-    if hasattr(layer, "ood_score") and hasattr(layer, "recommended_ood_score"):
-        return layer.recommended_ood_score, layer.ood_score
+    from keras_vc.layers import head as head_lib  # the heads import this module
+
+    head = head_lib.output_head(model_or_layer)
+    if head is not None:
+        return head.recommended_ood_score, head.ood_score
     return "max_probability", max_probability

@@ -49,6 +49,7 @@ Example::
 import keras
 import numpy as np
 
+from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.layers.bottleneck_head import BottleneckHead
 from keras_vc.layers.variational_head import VariationalHead
@@ -227,13 +228,12 @@ def _check_data(data, name, num_classes):
                 f"`{name}` must be a batched tf.data.Dataset of (x, y) or (x, y, sample_weight) "
                 f"tuples; its elements are {spec}.")
         label_shape = spec[1].shape
-        one_hot = label_shape.rank == 2 and label_shape[-1] == num_classes
-        if label_shape.rank is None or label_shape.rank < 1 or (
-                label_shape.rank == 2 and not one_hot and label_shape[-1] != 1):
+        if label_shape.rank is None:
             raise ValueError(
-                f"`{name}`: labels of shape {label_shape} must be batched class ids (batch,) or "
+                f"`{name}`: labels of unknown rank must be batched class ids (batch,) or "
                 f"one-hot rows (batch, {num_classes}).")
-        return "dataset", data, bool(one_hot)
+        layout = _labels.label_layout(label_shape.as_list(), num_classes, f"{name} labels")
+        return "dataset", data, layout == _labels.ONE_HOT
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
             f"`{name}` must be a tuple (x, y) of arrays or a batched tf.data.Dataset, got "

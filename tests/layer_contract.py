@@ -11,8 +11,13 @@ that names the check:
 5. ``fit`` for a few steps with ``jit_compile=True`` gives a finite loss;
 6. ``.keras`` save and ``load_model`` in a fresh model give identical inference outputs;
 7. ``mixed_float16`` and ``mixed_bfloat16``: building, calling and fitting raise no dtype
-   error, the loss is finite and the output stays float32;
-8. ``model.export()`` reloaded with ``tf.saved_model.load`` serves the same outputs.
+   error, the loss is finite and the output stays float32; with the float32 model's weights the
+   outputs agree with the float32 model's within ``MIXED_TOLERANCE`` (relative to the largest
+   output); a keras_vc head's own weights (not its ``Dense`` sublayers') are read in float32
+   (``autocast=False``), and its temperature divides the outputs at full float32 precision
+   (``FITTED_TEMPERATURE`` rounds to 1 in float16 and bfloat16);
+8. ``model.export()`` reloaded with ``tf.saved_model.load`` serves the same outputs;
+9. a keras_vc head's fitted temperature survives ``.keras`` save/load and export bit for bit.
 """
 
 import dataclasses
@@ -22,6 +27,15 @@ from typing import Callable, Optional
 
 import keras
 import numpy as np
+
+from keras_vc.layers import ClassifierHead
+
+# 1 + 2**-12: float16 and bfloat16 round it to 1.0, so a temperature read in half precision
+# shows as a 2.4e-4 relative error.
+FITTED_TEMPERATURE = np.float32(1.0 + 2.0 ** -12)
+# Largest |mixed - float32| / max(1, max |float32|) accepted with the same weights: the
+# policy's Dense layers (backbone and head sublayers) compute in 16 bits.
+MIXED_TOLERANCE = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
 
 
 def _sparse_ce():
@@ -156,17 +170,27 @@ def _fit(model, case, x, y, steps=3):
     return model
 
 
+def _heads(model):
+    return [layer for layer in model._flatten_layers() if isinstance(layer, ClassifierHead)]
+
+
 def check_fit_save_load_export(case, tmp_path):
     x, y = _data(case, 32)
     model, _ = _build_model(case)
     _fit(model, case, x, y)
     assert model.jit_compile, "fit(jit_compile=True): XLA was turned off for this model"
+    for head in _heads(model):  # a fitted temperature travels bit for bit
+        head.temperature.assign(FITTED_TEMPERATURE)
     expected = model.predict(x, verbose=0)
     path = os.path.join(str(tmp_path), f"{case.name}.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
     _assert_close(restored.predict(x, verbose=0), expected, case.atol,
                   ".keras save/load: inference outputs")
+    for head in _heads(restored):
+        value = keras.ops.convert_to_numpy(head.temperature)
+        assert value.dtype == np.float32 and value == FITTED_TEMPERATURE, (
+            f".keras save/load: temperature {value!r} != {FITTED_TEMPERATURE!r}")
     export_dir = os.path.join(str(tmp_path), f"{case.name}_export")
     model.export(export_dir, verbose=False)
     import tensorflow as tf
@@ -174,21 +198,55 @@ def check_fit_save_load_export(case, tmp_path):
     reloaded = tf.saved_model.load(export_dir)  # keep a reference: serve() needs its variables
     served = reloaded.serve(tf.constant(x))
     _assert_close(served, expected, max(case.atol, 1e-5), "export: served outputs")
+    if _heads(model):
+        temperatures = [v.numpy() for v in reloaded.variables if "temperature" in v.name]
+        assert temperatures and all(
+            t.dtype == np.float32 and t == FITTED_TEMPERATURE for t in temperatures), (
+            f"export: temperature variables {temperatures} != {FITTED_TEMPERATURE!r}")
+
+
+def _check_float32_reads(model, policy):
+    for head in _heads(model):
+        for variable in head.weights:
+            if variable.path.rsplit("/", 1)[0] != head.path:
+                continue  # a sublayer's weight follows the policy
+            autocast = variable._autocast  # Keras 3.15 has no public reader of the flag
+            assert variable.dtype == "float32" and not autocast, (
+                f"{policy}: {head.name}'s weight {variable.name} is {variable.dtype} with "
+                f"autocast={autocast}; a head's own weights are float32 and read in float32 "
+                "(add_float32_weight)")
 
 
 def check_mixed_precision(case):
     x, y = _data(case, 16)
     previous = keras.config.dtype_policy()
+    reference_model, _ = _build_model(case)
+    expected = keras.ops.convert_to_numpy(reference_model(x, training=False))
+    weights = reference_model.get_weights()
     for policy in ("mixed_float16", "mixed_bfloat16"):
         keras.config.set_dtype_policy(policy)
         try:
             model, _ = _build_model(case)
+            model(x, training=False)
+            model.set_weights(weights)
             out = model(x, training=False)
             if case.output_is_probability_like:
                 assert keras.backend.standardize_dtype(out.dtype) == "float32", (
                     f"{policy}: output dtype {out.dtype}, expected float32")
-            assert np.all(np.isfinite(keras.ops.convert_to_numpy(out))), (
-                f"{policy}: non-finite output")
+            out = keras.ops.convert_to_numpy(out)
+            assert np.all(np.isfinite(out)), f"{policy}: non-finite output"
+            error = np.max(np.abs(out - expected)) / max(1.0, np.max(np.abs(expected)))
+            assert error <= MIXED_TOLERANCE[policy], (
+                f"{policy}: outputs differ from the float32 model's by {error:.3g} "
+                f"(relative to the largest output) > {MIXED_TOLERANCE[policy]}")
+            _check_float32_reads(model, policy)
+            for head in _heads(model):
+                head.temperature.assign(FITTED_TEMPERATURE)
+                scaled = keras.ops.convert_to_numpy(model(x, training=False))
+                head.temperature.assign(1.0)
+                np.testing.assert_allclose(
+                    scaled.astype(np.float64) * float(FITTED_TEMPERATURE), out, rtol=2e-6,
+                    atol=1e-6, err_msg=f"{policy}: the temperature is not applied in float32")
             _fit(model, case, x, y, steps=2)
         finally:
             keras.config.set_dtype_policy(previous)

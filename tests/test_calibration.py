@@ -102,3 +102,27 @@ def test_bad_input(kwargs, match):
 def test_apply_temperature_rejects_non_positive_temperatures():
     with pytest.raises(ValueError, match="temperature"):
         calibration.apply_temperature([[1.0, 0.0]], 0.0)
+
+
+def test_probability_outputs_are_recognised_by_the_package_rule():
+    """Rows summing to 1 within 1e-3 (e.g. a float16 softmax) are probabilities everywhere.
+
+    The temperature search used its own, stricter rule (1e-4), so such outputs were taken as
+    logits and the temperature was fitted to probabilities.
+    """
+    from keras_vc.calibration import temperature
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4)).astype("float32")
+    y = rng.integers(0, 3, size=30)
+    logits = x[:, :3] * 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True) * (1 + 5e-4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(
+        lambda t: keras.ops.softmax(t[:, :3] * 2.0) * (1 + 5e-4))])
+    outputs, labels = temperature._collect_logits(model, (x, y), batch_size=8)
+    np.testing.assert_allclose(outputs, np.log(probs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, y)
+    raw, _ = temperature._collect_logits(
+        keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t[:, :3] * 2.0)]),
+        (x, y), batch_size=8)
+    np.testing.assert_allclose(raw, logits, rtol=1e-6)  # logits are left as they are

@@ -125,6 +125,25 @@ def test_deep_knn_errors(clusters):
         dknn.calibrate(x_cal, y_cal + 5)
 
 
+def test_deep_knn_rejects_nan_inputs_and_activations(clusters):
+    model, (x_train, y_train), (x_cal, y_cal), (x, _) = clusters
+    broken = x_train.copy()
+    broken[4, 1] = np.nan  # used to get arbitrary neighbours without a word
+    dknn = DeepKNN(model, ["a", "b"], k=5)
+    with pytest.raises(ValueError, match="`x_train` contains NaN"):
+        dknn.fit(broken, y_train)
+    dknn.fit(x_train, y_train).calibrate(x_cal, y_cal)
+    query = x.copy()
+    query[0, 0] = np.inf
+    with pytest.raises(ValueError, match="`x` contains NaN"):
+        dknn.predict(query)
+    inputs = keras.Input((4,))
+    root = keras.layers.Lambda(keras.ops.sqrt, name="root")(inputs)  # NaN for negative inputs
+    sqrt_model = keras.Model(inputs, keras.layers.Dense(3)(root))
+    with pytest.raises(ValueError, match="layer 'root' on `x_train`"):
+        DeepKNN(sqrt_model, ["root"], k=5).fit(x_train - 10.0, y_train)
+
+
 def test_snnl_method_extra_scores_give_dknn_credibility():
     from keras_vc.benchmark import backbones
     from keras_vc.benchmark.methods import entanglement

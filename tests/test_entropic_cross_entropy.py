@@ -1,5 +1,7 @@
 """EntropicCrossEntropy against NumPy, the reference's loss split, and DisMax FPR weighting."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,10 @@ import tensorflow as tf
 from keras_vc.augment import fractional_probability_mix
 from keras_vc.layers import DistanceLogits
 from keras_vc.losses import EntropicCrossEntropy
+from keras_vc.losses.entropic_cross_entropy import LOGIT_SCALE_ATTRIBUTE
+
+# The reference split (entropic_scale=10 here, 1 in the layer) is used on purpose below.
+pytestmark = pytest.mark.filterwarnings(r"ignore:EntropicCrossEntropy\(entropic_scale:UserWarning")
 
 
 def log_softmax(logits):
@@ -141,3 +147,36 @@ def test_bad_labels_raise_eagerly(y_true, match):
     logits = np.zeros((4, 5), "float32")
     with pytest.raises(ValueError, match=match):
         EntropicCrossEntropy()(y_true, logits)
+
+
+def test_a_scale_other_than_one_warns_with_the_pairing_rule():
+    with pytest.warns(UserWarning, match=r"DistanceLogits\(entropic_scale=1.0\) with "
+                                         r"EntropicCrossEntropy\(entropic_scale=10.0\)"):
+        EntropicCrossEntropy(entropic_scale=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EntropicCrossEntropy()
+
+
+def test_logits_that_already_carry_a_scale_refuse_a_second_one():
+    logits = tf.constant(np.random.default_rng(0).normal(size=(4, 5)), tf.float32)
+    setattr(logits, LOGIT_SCALE_ATTRIBUTE, 10.0)  # what a DistanceLogits(entropic_scale=10) says
+    labels = np.array([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="scaled twice"):
+        EntropicCrossEntropy(entropic_scale=10.0)(labels, logits)
+    assert np.isfinite(float(EntropicCrossEntropy()(labels, logits)))
+    setattr(logits, LOGIT_SCALE_ATTRIBUTE, 1.0)  # the reference split
+    assert np.isfinite(float(EntropicCrossEntropy(entropic_scale=10.0)(labels, logits)))
+
+
+@pytest.mark.parametrize("run_eagerly", [True, False])
+def test_distance_logits_with_a_second_entropic_scale_is_refused_in_fit(run_eagerly):
+    import keras_vc
+
+    model = keras.Sequential([keras.Input((4,)), keras_vc.layers.DistanceLogits(3)])
+    with pytest.warns(UserWarning, match="entropic_scale"):
+        loss = EntropicCrossEntropy(entropic_scale=10.0)
+    model.compile("adam", loss, run_eagerly=run_eagerly)
+    x = np.zeros((8, 4), "float32") + 1.0
+    with pytest.raises(ValueError, match="scaled twice"):
+        model.fit(x, np.zeros(8, "int32"), epochs=1, verbose=0)

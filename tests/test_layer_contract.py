@@ -4,6 +4,7 @@ import keras
 import pytest
 
 from keras_vc.layers import BottleneckHead
+from keras_vc.layers import ClassifierHead
 from keras_vc.layers import DistanceLogits
 from keras_vc.layers import VariationalHead
 from keras_vc.layers import VariationalSoftmax
@@ -100,4 +101,22 @@ def test_contract_catches_a_dropped_config_argument():
 def test_contract_catches_half_precision_logits():
     case = LayerCase("broken_dtype", lambda: HalfPrecisionOutput(3), (5,))
     with pytest.raises(AssertionError, match="expected float32"):
+        check_mixed_precision(case)
+
+
+class HalfPrecisionTemperature(ClassifierHead):
+    """A broken head: its temperature is float32 but autocast, so read in float16."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.num_classes))
+        self.temperature = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                           dtype="float32")
+
+    def call(self, inputs, training=None):
+        return self.finalize_logits(keras.ops.matmul(inputs, self.kernel), training)
+
+
+def test_contract_catches_a_head_weight_read_in_half_precision():
+    case = LayerCase("broken_temperature", lambda: HalfPrecisionTemperature(3), (5,))
+    with pytest.raises(AssertionError, match="temperature"):
         check_mixed_precision(case)

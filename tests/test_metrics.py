@@ -223,3 +223,46 @@ GOOD_PROBS = np.array([[0.7, 0.3], [0.4, 0.6]])
 def test_bad_input_raises_a_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("metric_class", [metrics.ExpectedCalibrationError, metrics.BrierScore])
+@pytest.mark.parametrize("y_true, y_pred, match", [
+    (np.array([0, 1, 3]), np.eye(3, dtype="float32"), r"`y_true` must lie in \[0, 2\]"),
+    (np.array([0, 1, -1]), np.eye(3, dtype="float32"), r"`y_true` must lie in \[0, 2\]"),
+    (np.array([0, 1, 2]), np.array([[0.5, 0.5, 0.0], [np.nan, 0, 1], [0, 0, 1]], "float32"),
+     "`y_pred` contains NaN"),
+    (np.eye(10)[:4, :5], np.full((4, 10), 0.1, "float32"), "neither class ids .* nor one-hot"),
+    (np.zeros((4, 2, 1)), np.full((4, 10), 0.1, "float32"), r"`y_true` must have shape"),
+])
+def test_streaming_metrics_reject_bad_input_eagerly(metric_class, y_true, y_pred, match):
+    metric = metric_class()
+    with pytest.raises(ValueError, match=match):
+        metric.update_state(y_true, y_pred)
+
+
+@pytest.mark.parametrize("bad", ["label", "nan"])
+def test_streaming_metrics_in_a_compiled_fit_refuse_bad_rows(bad):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.integers(0, 3, size=32)
+    if bad == "label":
+        y[5] = 3  # a label >= K used to count as a wrong prediction
+    else:
+        x[3] = np.nan
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", lambda y_true, y_pred: keras.ops.mean(keras.ops.square(y_pred)),
+                  metrics=[metrics.ExpectedCalibrationError(), metrics.BrierScore()],
+                  jit_compile=True)
+    expected = "1 label" if bad == "label" else "0 label"
+    with pytest.raises(ValueError, match=f"ExpectedCalibrationError .* received {expected}"):
+        model.evaluate(x, y, batch_size=16, verbose=0)
+
+
+def test_streaming_metric_reset_clears_the_bad_row_count():
+    metric = metrics.BrierScore()
+    metric.invalid_labels.assign(2.0)
+    with pytest.raises(ValueError, match="2 label"):
+        metric.result()
+    metric.reset_state()
+    metric.update_state(np.array([0, 1]), np.eye(2, dtype="float32"))
+    assert float(metric.result()) == 0.0

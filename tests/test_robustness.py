@@ -89,12 +89,30 @@ def test_attacks_reject_bad_inputs(linear):
     model, _, _, x, y = linear
     with pytest.raises(ValueError, match="`y`"):
         attacks.fgsm(model, x, y[:-1], 0.1)
-    with pytest.raises(ValueError, match="`y`"):
-        attacks.fgsm(model, x, y.astype("float32"), 0.1)
+    with pytest.raises(ValueError, match="`y` must hold integer class ids"):
+        attacks.fgsm(model, x, y + 0.5, 0.1)
     with pytest.raises(ValueError, match="`x`"):
         attacks.fgsm(model, np.full_like(x, np.nan), y, 0.1)
     with pytest.raises(ValueError, match="`model`"):
         attacks.fgsm("model", x, y, 0.1)
+
+
+@pytest.mark.parametrize("attack", [attacks.fgsm, attacks.pgd])
+def test_attacks_reject_labels_outside_the_model_classes(linear, attack):
+    model, _, _, x, y = linear
+    bad = y.copy()
+    bad[0] = 3  # the model has 3 classes; the gradient of a label >= K is meaningless
+    with pytest.raises(ValueError, match=r"`y` must lie in \[0, 2\]"):
+        attack(model, x, bad, 0.1)
+    layer = keras.layers.Dense(3)  # no symbolic output: K comes from one forward pass
+    with pytest.raises(ValueError, match=r"`y` must lie in \[0, 2\]"):
+        attack(layer, x, bad, 0.1)
+
+
+def test_attacks_accept_one_hot_labels(linear):
+    model, _, _, x, y = linear
+    np.testing.assert_array_equal(attacks.fgsm(model, x, np.eye(3)[y], 0.05),
+                                  attacks.fgsm(model, x, y, 0.05))
 
 
 # ------------------------------------------------------------------------------------------

@@ -356,3 +356,18 @@ def test_bad_num_samples_in_call_raises_value_error():
     head = VariationalHead(3, 2)
     with pytest.raises(ValueError, match="`num_samples` must be >= 1"):
         head(np.zeros((2, 5), "float32"), num_samples=0)
+
+
+@pytest.mark.parametrize("label_shape, message", [
+    ((2, 1), "must have shape \\(batch,\\), \\(batch, 1\\) or one-hot"),  # used to slip through
+    ((NUM_CLASSES + 2,), "neither class ids .* nor one-hot rows"),
+])
+def test_dataset_labels_of_a_wrong_shape_raise(functional_stage1, data, label_shape, message):
+    import tensorflow as tf
+
+    (x, _), (x_val, y_val) = data
+    labels = np.zeros((len(x),) + label_shape, "float32")
+    train = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    with pytest.raises(ValueError, match=f"`train_data labels`.* {message}"):
+        two_stage.retrain_head(functional_stage1, features="features", train_data=train,
+                               validation_data=(x_val, y_val), epochs=1)

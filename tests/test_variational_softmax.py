@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from keras_vc.layers import VariationalSoftmax
-from keras_vc.layers import variational_softmax
 from keras_vc.losses import VariationalClassificationLoss
 
 B, F, K, Z = 12, 6, 4, 3
@@ -98,13 +97,20 @@ def test_inference_logits_are_gaussian_log_joint_densities(which, request):
     np.testing.assert_allclose(tfp_log_prob + log_pi, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_temperature_divides_inference_outputs_only(deterministic_layer):
-    layer = deterministic_layer
+def test_temperature_divides_inference_outputs_only():
+    # Without a discriminator a deterministic layer's training logits are deterministic:
+    # logits - beta * (-(logits - log pi)) = (1 + beta) logits - beta log pi.
+    layer = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic",
+                               consistency_weight=0.0, beta=0.3, seed=4)
+    layer(X)
+    _randomise(layer)
     plain = _np(layer(X))
+    log_pi = -np.log(K)
     layer.temperature.assign(2.5)
     try:
         np.testing.assert_allclose(_np(layer(X)), plain / 2.5, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(_np(layer(X, training=True)), plain, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_np(layer(X, training=True)), 1.3 * plain - 0.3 * log_pi,
+                                   rtol=1e-5, atol=1e-5)
         scores = layer.ood_score(_np(layer(X)))
         log_marginal = np.log(np.exp(plain.astype(np.float64)).sum(-1))
         np.testing.assert_allclose(scores, log_marginal, rtol=1e-5, atol=1e-4)
@@ -122,8 +128,8 @@ def test_gaussian_kl_term_is_an_unbiased_estimate_of_the_closed_form(gaussian_la
     np.testing.assert_allclose(_np(layer.posterior_distribution(X).entropy()), entropy, rtol=1e-5)
     # kl = beta * (-log p(z | k) - H(q)), where log p(z | k) = logits - log pi_k.
     repeats = 2000
-    out = layer(np.tile(X, (repeats, 1)), training=True)
-    kl = _np(variational_softmax.training_terms(out)["kl"]).reshape(repeats, B, K)
+    out, terms = layer.training_terms(np.tile(X, (repeats, 1)))
+    kl = _np(terms["kl"]).reshape(repeats, B, K)
     log_pi = _np(layer.class_log_prior())
     log_density = _np(out).reshape(repeats, B, K) - log_pi
     np.testing.assert_allclose(kl, layer.beta * (-log_density - entropy[None, :, None]),
@@ -145,7 +151,7 @@ def test_training_draws_follow_the_posterior():
     # With a uniform class prior: logits_1 - logits_0 is affine in z and z^2 per coordinate,
     # so its sample mean and variance over draws identify E[z] and Var[z] only jointly; instead
     # read z back: with equal variances (initial prior) the difference is linear in z.
-    diff = _np(layer(x, training=True))
+    diff = _np(layer.training_terms(x)[0])
     diff = diff[:, 1] - diff[:, 0]
     direction = (means[1] - means[0]) / np.exp(log_variances[0])
     offset = -0.5 * np.sum((means[1] ** 2 - means[0] ** 2) / np.exp(log_variances[0]))
@@ -157,8 +163,7 @@ def test_training_draws_follow_the_posterior():
 
 def test_deterministic_terms_and_discriminator_scores(deterministic_layer):
     layer = deterministic_layer
-    out = layer(X, training=True)
-    terms = variational_softmax.training_terms(out)
+    _, terms = layer.training_terms(X)
     z, _ = _encoder_numpy(layer, X)
     means, log_variances = _prior(layer)
     log_density = _numpy_joint(z, means, log_variances, np.zeros(K))
@@ -170,7 +175,7 @@ def test_deterministic_terms_and_discriminator_scores(deterministic_layer):
     # discriminator = softplus(-T(z, k)) + softplus(T(z~, k)), z~ ~ N(mu_k, sigma_k^2): recover
     # T(z~, k) and compare its distribution with N(mu_k . w_k + b_k, sum_d sigma_kd^2 w_kd^2).
     x = np.repeat(X, 400, axis=0)
-    disc = _np(variational_softmax.training_terms(layer(x, training=True))["discriminator"])
+    disc = _np(layer.training_terms(x)[1]["discriminator"])
     real = np.repeat(real, 400, axis=0)
     fake = np.log(np.expm1(disc - _softplus(-real)))
     expected_mean = np.sum(means.T * kernel, axis=0) + bias
@@ -179,35 +184,53 @@ def test_deterministic_terms_and_discriminator_scores(deterministic_layer):
     np.testing.assert_allclose(fake.std(0), expected_std, rtol=0.05)
 
 
-def test_loss_with_beta_zero_and_deterministic_latent_is_cross_entropy():
-    layer = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic", beta=0.0,
+def _objective(layer, labels, y_pred):
+    """What fit minimises: the compiled loss plus the layer's losses of the same call."""
+    return float(_np(VariationalClassificationLoss()(labels, y_pred))) + sum(
+        float(_np(v)) for v in layer.losses)
+
+
+def test_training_objective_of_a_deterministic_latent_is_ce_plus_beta_nll():
+    layer = VariationalSoftmax(K, latent_dim=Z, posterior="deterministic", beta=0.2,
                                consistency_weight=0.0, seed=1)
     layer(X)
     _randomise(layer)
     z, _ = _encoder_numpy(layer, X)
-    logits = _numpy_joint(z, *_prior(layer), np.full(K, -np.log(K)))
-    expected = -np.mean(_log_softmax(logits)[np.arange(B), Y])
-    loss = VariationalClassificationLoss()
-    actual = float(_np(loss(Y, layer(X, training=True))))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5)
-    # One-hot and (B, 1) labels give the same value.
-    np.testing.assert_allclose(float(_np(loss(np.eye(K)[Y], layer(X, training=True)))), expected,
+    log_pi = np.full(K, -np.log(K))
+    logits = _numpy_joint(z, *_prior(layer), log_pi)
+    rows = np.arange(B), Y
+    expected = np.mean(-_log_softmax(logits)[rows] - 0.2 * (logits - log_pi)[rows])
+    # One-hot and (B, 1) labels give the same value; a plain sparse cross-entropy trains the
+    # same objective (the layer's output and losses carry it).
+    for labels in (Y, np.eye(K)[Y], Y[:, None]):
+        out = layer(X, training=True)
+        np.testing.assert_allclose(_objective(layer, labels, out), expected, rtol=1e-5)
+    out = layer(X, training=True)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, out)
+    np.testing.assert_allclose(float(_np(plain)) + float(_np(layer.losses[0])), expected,
                                rtol=1e-5)
-    np.testing.assert_allclose(float(_np(loss(Y[:, None], layer(X, training=True)))), expected,
-                               rtol=1e-5)
+    # beta = 0: the objective is the cross-entropy of the log joint densities.
+    layer.beta = 0.0
+    out = layer(X, training=True)
+    np.testing.assert_allclose(_objective(layer, Y, out),
+                               np.mean(-_log_softmax(logits)[rows]), rtol=1e-5)
 
 
-def test_loss_adds_the_label_columns_of_every_term(gaussian_layer):
-    out = gaussian_layer(X, training=True)
-    terms = variational_softmax.training_terms(out)
-    per_class = -_log_softmax(_np(out).astype(np.float64))
+def test_training_objective_adds_the_label_columns_of_every_term(gaussian_layer):
+    layer = gaussian_layer
+    state = _np(layer.seed_generator.state)
+    logits, terms = layer.training_terms(X)        # the same draws as the call below
+    layer.seed_generator.state.assign(state)
+    out = layer(X, training=True)
+    per_class = -_log_softmax(_np(logits).astype(np.float64))
     for name in ("kl", "consistency", "discriminator"):
         per_class = per_class + _np(terms[name])
     expected = np.mean(per_class[np.arange(B), Y])
-    actual = float(_np(VariationalClassificationLoss()(Y, out)))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5)
-    # In inference mode the loss is the cross-entropy of the deterministic prediction.
-    out = gaussian_layer(X, training=False)
+    np.testing.assert_allclose(_objective(layer, Y, out), expected, rtol=1e-5)
+    # In inference mode the loss is the cross-entropy of the deterministic prediction and the
+    # layer adds nothing.
+    out = layer(X, training=False)
+    assert not layer.losses
     expected = -np.mean(_log_softmax(_np(out).astype(np.float64))[np.arange(B), Y])
     np.testing.assert_allclose(float(_np(VariationalClassificationLoss()(Y, out))), expected,
                                rtol=1e-5)
@@ -215,8 +238,7 @@ def test_loss_adds_the_label_columns_of_every_term(gaussian_layer):
 
 def _gradients(layer, name):
     with tf.GradientTape() as tape:
-        out = layer(X, training=True)
-        terms = variational_softmax.training_terms(out)
+        out, terms = layer.training_terms(X)
         if name == "cross_entropy":
             value = -tf.reduce_sum(tf.nn.log_softmax(out) * np.eye(K, dtype="float32")[Y])
         else:
@@ -351,15 +373,15 @@ def test_bad_call_arguments(gaussian_layer):
         layer.consistency_kl(X, Y)
 
 
-def test_loss_rejects_bad_labels_and_foreign_logits(gaussian_layer):
+def test_loss_rejects_bad_labels(gaussian_layer):
     loss = VariationalClassificationLoss()
     out = gaussian_layer(X, training=True)
     with pytest.raises(ValueError, match=r"y_true.*\[0, 3\]"):
         loss(np.full(B, K), out)
     with pytest.raises(ValueError, match="y_true"):
         loss(-np.ones(B, dtype="int32"), out)
-    with pytest.raises(ValueError, match="VariationalSoftmax"):
-        loss(Y, _np(out))
+    with pytest.raises(ValueError, match="y_true"):
+        loss(np.eye(K + 1)[Y], out)  # one-hot rows of the wrong width
 
     @tf.function
     def traced(labels):
@@ -378,18 +400,3 @@ def test_config_round_trip_keeps_every_argument():
     assert VariationalSoftmax.from_config(config).get_config() == config
     loss = VariationalClassificationLoss(reduction="sum")
     assert VariationalClassificationLoss.from_config(loss.get_config()).reduction == "sum"
-
-
-def test_loss_spec_inference_on_placeholders_is_the_inference_loss():
-    # Keras' JAX trainer infers the loss's output spec on a placeholder for the model output,
-    # which no layer produced (so it carries no terms): inside a SymbolicScope that is the
-    # inference-mode cross-entropy, outside it an error.
-    loss = VariationalClassificationLoss()
-    logits = np.random.default_rng(0).normal(size=(B, K)).astype("float32")
-    with keras.SymbolicScope():
-        value = loss(Y, tf.constant(logits))
-    reference = -np.mean(np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))[
-        np.arange(B), Y])
-    np.testing.assert_allclose(_np(value), reference, rtol=1e-5)
-    with pytest.raises(ValueError, match="VariationalSoftmax"):
-        loss(Y, tf.constant(logits))

@@ -368,20 +368,43 @@ _TIMERS = {
 }
 
 
+# A probe allocation of this many bytes must show in the allocator's peak; where it does not, the
+# statistics exist but do not follow the device's allocations, and a step would read 0 bytes.
+_PROBE_BYTES = 1 << 20
+
+
+def _tf_allocator_problem(device):
+    """Why TensorFlow's allocator statistics on ``device`` cannot measure a step (None if they can).
+
+    Checks that the statistics exist and that they follow a probe allocation of known size:
+    readings must not depend on what the process ran before.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)["current"]
+        with tf.device(device):
+            probe = tf.zeros((_PROBE_BYTES // 4,), dtype="float32") + 1.0
+        seen = int(tf.config.experimental.get_memory_info(device)["peak"] - before)
+        del probe
+    except (ValueError, RuntimeError):
+        return (f"TensorFlow keeps no allocator statistics on {device} (on a CPU set "
+                f"{BFC_VARIABLE}=1 before TensorFlow first allocates; `keras-vc speed` does)")
+    if seen < _PROBE_BYTES:
+        return (f"TensorFlow's allocator statistics on {device} do not follow its allocations "
+                f"(a probe of {_PROBE_BYTES} bytes read {seen} bytes)")
+    return None
+
+
 def memory_method():
     """``(available, description)`` of how this backend's step memory is measured."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
         device = _tf_memory_device()
-        try:
-            tf.config.experimental.reset_memory_stats(device)
-            tf.config.experimental.get_memory_info(device)
-        except (ValueError, RuntimeError):
-            return False, (f"not available: TensorFlow keeps no allocator statistics on {device}"
-                           f" (on a CPU set {BFC_VARIABLE}=1 before TensorFlow first allocates;"
-                           f" `keras-vc speed` does)")
+        problem = _tf_allocator_problem(device)
+        if problem is not None:
+            return False, f"not available: {problem}"
         allocator = " (BFC allocator)" if device == "CPU:0" else ""
         caveat = (" (BFC charges an allocation for the whole free chunk it takes when the rest"
                   " is too small to split, up to twice the request: figures are upper bounds)"
@@ -474,24 +497,36 @@ class _Runner:
         self.times.append((time.perf_counter() - start) / steps)
 
     def memory(self):
-        """``{"state_bytes", "step_bytes"}``; ``step_bytes`` is None where not measurable."""
+        """``{"state_bytes", "step_bytes"}``; ``step_bytes`` is None where not measurable.
+
+        Where it is None on a backend that measures, ``step_reason`` says why.
+        """
         state = _variable_bytes(self.model.variables) + _variable_bytes(
             self.model.optimizer.variables)
-        step = None
+        step, reason = None, None
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             device = _tf_memory_device()
-            try:
+            reason = _tf_allocator_problem(device)
+            if reason is None:
                 tf.config.experimental.reset_memory_stats(device)
                 before = tf.config.experimental.get_memory_info(device)["current"]
                 self.run(1)
                 step = int(tf.config.experimental.get_memory_info(device)["peak"] - before)
-            except (ValueError, RuntimeError):
-                step = None
+                if step <= 0:
+                    # A step writes at least its gradients: no growth means the statistics
+                    # missed the step's allocations, not that it needed none.
+                    step, reason = None, (f"the allocator on {device} read {step} bytes for a "
+                                          f"step, which writes at least its gradients")
         elif self.loop is not None:
             step = self.loop.temp_bytes()
-        return {"state_bytes": state, "step_bytes": step}
+            if step is None:
+                reason = "XLA gave no memory analysis for the compiled step"
+        memory = {"state_bytes": state, "step_bytes": step}
+        if step is None and reason is not None:
+            memory["step_reason"] = reason
+        return memory
 
 
 def _quantiles(values):
@@ -862,6 +897,13 @@ def format_markdown(report):
         lines += _table(report, scope, _time_cell)
         lines += ["", "Step memory:", ""]
         lines += _table(report, scope, _memory_cell)
+        unmeasured = [f"- {report['variants'][name]['title']} "
+                      f"({_config_label(scope, r['config'])}): {e['memory']['step_reason']}"
+                      for r in report["results"] if r["scope"] == scope
+                      for name, e in r["variants"].items()
+                      if e.get("status") == "ok" and "step_reason" in e["memory"]]
+        if unmeasured and report["memory"]["step_available"]:  # else the method says why
+            lines += ["", "Step memory not measurable:", ""] + unmeasured
     lines += ["", "## Goals", "", "| goal | limit | worst median ratio | status |",
               "|---|---|---|---|"]
     for goal in report["goals"]:

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.metrics import calibration as calibration_metrics
 
@@ -134,14 +135,15 @@ def find_temperature(logits, labels, objective="nll", bounds=DEFAULT_BOUNDS, num
 
 
 def find_temperature_layer(model):
-    """The output layer of ``model`` if it carries a ``temperature`` variable, else None."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None
-    last = layers[-1]
-    if hasattr(last, "temperature") and hasattr(last.temperature, "assign"):
-        return last
-    return None
+    """The keras_vc head producing ``model``'s output (it owns a ``temperature``), else None.
+
+    Raises:
+        ValueError: if the model holds a keras_vc head that is not its output layer: a
+            temperature written into it would not calibrate the model's outputs.
+    """
+    from keras_vc.layers import head as head_lib  # layers import keras_vc.scores, not this
+
+    return head_lib.output_head(model)
 
 
 def _collect_logits(model, data, batch_size):
@@ -161,12 +163,9 @@ def _collect_logits(model, data, batch_size):
             raise ValueError("`data` yielded no batches.")
         outputs, labels = np.concatenate(xs), np.concatenate(ys)
     outputs = _validation.check_finite_array(outputs, "model outputs", ndim=2)
-    rows_are_probs = (
-        outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4)
-    )
-    if rows_are_probs:
-        # A softmax output: log-probabilities are logits up to a per-row constant.
-        outputs = np.log(np.maximum(outputs, 1e-30))
+    # A softmax output (the package's one rule): log-probabilities are logits up to a per-row
+    # constant.
+    outputs = _labels.as_logits(outputs)
     labels = _validation.check_labels(labels, outputs.shape[1], num_samples=outputs.shape[0],
                                       name="data labels")
     return outputs, labels
@@ -185,8 +184,14 @@ def fit_temperature(model, data, objective="ece", bounds=DEFAULT_BOUNDS, num_bin
         batch_size: batch size for ``model.predict`` on arrays.
 
     Returns:
-        A :class:`TemperatureResult`. If the output layer has a ``temperature`` variable the
-        result is also written into it (the search itself runs at temperature 1).
+        A :class:`TemperatureResult`. If the model's output layer is a keras_vc head (it owns a
+        ``temperature`` variable) the result is also written into it (the search itself runs
+        at temperature 1); for any other classifier nothing is written: apply the result with
+        :func:`apply_temperature` or ``export_for_serving(..., temperature=result)``.
+
+    Raises:
+        ValueError: for bad data, or a model holding a keras_vc head that is not its output
+            layer (the temperature could not be applied where it belongs).
     """
     layer = find_temperature_layer(model)
     previous = None

@@ -5,3 +5,5 @@ from keras_vc.layers.bottleneck_head import BottleneckHead
 from keras_vc.layers.variational_head import VariationalHead
 from keras_vc.layers.distance_logits import DistanceLogits
 from keras_vc.layers.variational_softmax import VariationalSoftmax
+from keras_vc.layers.head import ClassifierHead
+from keras_vc.layers.head import output_head

@@ -1,13 +1,13 @@
 """The TST classification head: an MLP bottleneck trained on top of a frozen feature extractor."""
 
 import keras
-from keras import ops
 
 from keras_vc import _validation
+from keras_vc.layers.head import ClassifierHead
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
-class BottleneckHead(keras.layers.Layer):
+class BottleneckHead(ClassifierHead):
     """MLP bottleneck head of Two-Stage Training (TST): ``D -> 3Z -> ReLU -> Z -> K`` logits.
 
     The deterministic head of Jordahn & Olmos, "Decoupling Feature Extraction and
@@ -22,8 +22,9 @@ class BottleneckHead(keras.layers.Layer):
     end to end (the paper's "ETE-TST" ablation).
 
     Beyond the reference: a non-trainable scalar ``temperature`` (1.0 until calibrated, see
-    :func:`keras_vc.calibration.fit_temperature`) divides the logits, and the logits are float32
-    under mixed precision.
+    :func:`keras_vc.calibration.fit_temperature`) divides the inference logits (never the
+    training ones: the head protocol of :class:`keras_vc.layers.ClassifierHead`), and the logits
+    are float32 under mixed precision.
 
     Args:
         num_classes: number of classes ``K`` (>= 2).
@@ -45,15 +46,14 @@ class BottleneckHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, latent_dim, hidden_units=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = _validation.check_int(num_classes, "num_classes", minimum=2)
+        super().__init__(num_classes, **kwargs)
         self.latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
         if hidden_units is not None:
             hidden_units = _validation.check_int(hidden_units, "hidden_units", minimum=1)
         self.hidden_units = hidden_units
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = self.check_input_shape(input_shape)
         hidden_units = self.hidden_units or 3 * self.latent_dim
         self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="hidden",
                                          dtype=self.dtype_policy)
@@ -63,20 +63,12 @@ class BottleneckHead(keras.layers.Layer):
         self.hidden.build(input_shape)
         self.latent.build(input_shape[:-1] + (hidden_units,))
         self.classifier.build(input_shape[:-1] + (self.latent_dim,))
-        self.temperature = self.add_weight(name="temperature", shape=(),
-                                           initializer="ones", trainable=False,
-                                           dtype="float32", autocast=False)
+        self.build_temperature()
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         logits = self.classifier(self.latent(self.hidden(inputs)))
-        return ops.divide(ops.cast(logits, "float32"), self.temperature)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
+        return self.finalize_logits(logits, training)
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, "hidden_units": self.hidden_units}
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "hidden_units": self.hidden_units}

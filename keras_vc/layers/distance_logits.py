@@ -3,11 +3,11 @@
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_vc import _validation
-from keras_vc import scores
+from keras_vc.layers.head import ClassifierHead
+from keras_vc.losses.entropic_cross_entropy import LOGIT_SCALE_ATTRIBUTE
 from keras_vc.ops import distances
 
 MODES = ("dismax", "isomax_plus")
@@ -15,7 +15,7 @@ _RECOMMENDED_SCORES = {"dismax": "mmles", "isomax_plus": "max_logit"}
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
-class DistanceLogits(keras.layers.Layer):
+class DistanceLogits(ClassifierHead):
     """Logits from distances to learned class prototypes (IsoMax+ / DisMax).
 
     Replaces the final ``Dense`` layer of a classifier. With ``u = norm(z)`` the unit feature
@@ -29,7 +29,9 @@ class DistanceLogits(keras.layers.Layer):
       term is the same for every class of a sample: it changes neither the argmax nor the softmax,
       only the logit values that the DisMax OOD score (MMLES) reads.
 
-    The layer outputs ``entropic_scale * reference_logits / temperature`` in float32.
+    The layer outputs ``entropic_scale * reference_logits`` in float32, divided by
+    ``temperature`` at inference (the head protocol of :class:`keras_vc.layers.ClassifierHead`:
+    training outputs are never divided by the temperature).
 
     **Deviation from the reference.** The authors' code multiplies the logits by the entropic
     scale (10) inside the training loss only, so the softmax of their layer's output at ``T = 1``
@@ -42,9 +44,10 @@ class DistanceLogits(keras.layers.Layer):
     reference's raw logits; pair it with ``EntropicCrossEntropy(entropic_scale=10.0)`` to get the
     reference's split.
 
-    ``temperature`` is a non-trainable scalar variable, 1.0 until calibrated (e.g. by
+    ``temperature`` is a non-trainable float32 scalar variable, 1.0 until calibrated (e.g. by
     :func:`keras_vc.calibration.fit_temperature`), saved with the model and applied to every
-    output, including the outputs of an exported model.
+    inference output, including the outputs of an exported model. Prototypes, distance scale and
+    temperature are float32 weights read in float32 under mixed precision.
 
     Distances are computed from the matrix product of unit vectors,
     ``sqrt(max(2 - 2 u.q, 0) + 1e-12)`` (:mod:`keras_vc.ops.distances`), in float32 even under
@@ -87,8 +90,7 @@ class DistanceLogits(keras.layers.Layer):
 
     def __init__(self, num_classes, mode="dismax", entropic_scale=10.0,
                  prototype_initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = _validation.check_int(num_classes, "num_classes", minimum=2)
+        super().__init__(num_classes, **kwargs)
         self.mode = _validation.check_choice(mode, "mode", MODES)
         self.entropic_scale = _validation.check_float(entropic_scale, "entropic_scale",
                                                       minimum=0.0, strict_minimum=True)
@@ -97,43 +99,31 @@ class DistanceLogits(keras.layers.Layer):
         self.prototype_initializer = keras.initializers.get(prototype_initializer)
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                "`DistanceLogits` expects inputs of shape (..., features) with a known number of "
-                f"features, got input shape {input_shape}."
-            )
-        self.prototypes = self.add_weight(
-            name="prototypes", shape=(self.num_classes, input_shape[-1]),
-            initializer=self.prototype_initializer, trainable=True,
-        )
-        self.distance_scale = self.add_weight(
-            name="distance_scale", shape=(), initializer=keras.initializers.Constant(1.0),
-            trainable=True,
-        )
-        # float32 whatever the policy: the fitted value must not be rounded to float16.
-        self.temperature = self.add_weight(
-            name="temperature", shape=(), initializer=keras.initializers.Constant(1.0),
-            trainable=False, dtype="float32",
-        )
+        input_shape = self.check_input_shape(input_shape)
+        self.prototypes = self.add_float32_weight(
+            "prototypes", (self.num_classes, input_shape[-1]), self.prototype_initializer)
+        self.distance_scale = self.add_float32_weight(
+            "distance_scale", (), keras.initializers.Constant(1.0))
+        self.build_temperature()
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         features = ops.cast(inputs, "float32")
-        distance = distances.prototype_distances(features, ops.cast(self.prototypes, "float32"))
-        scale = ops.abs(ops.cast(self.distance_scale, "float32"))
+        distance = distances.prototype_distances(features, self.prototypes)
+        scale = ops.abs(self.distance_scale)
         if self.mode == "isomax_plus":
             logits = -scale * distance
         else:
             isometric = scale * distance / math.sqrt(2.0)
             logits = -(isometric + ops.mean(isometric, axis=-1, keepdims=True))
-        logits = logits * (self.entropic_scale / ops.cast(self.temperature, "float32"))
-        return ops.cast(logits, "float32")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
+        logits = self.finalize_logits(logits * self.entropic_scale, training)
+        # Tells EntropicCrossEntropy that these logits already carry the entropic scale (a
+        # second scale would square it). Best effort: tensors that refuse attributes (JAX
+        # arrays) rely on the loss's construction-time warning.
+        try:
+            setattr(logits, LOGIT_SCALE_ATTRIBUTE, self.entropic_scale)
+        except AttributeError:
+            pass
+        return logits
 
     @property
     def recommended_ood_score(self):
@@ -141,35 +131,18 @@ class DistanceLogits(keras.layers.Layer):
         ``"max_logit"`` (IsoMax+, their "minimum distance score")."""
         return _RECOMMENDED_SCORES[self.mode]
 
-    def ood_score(self, outputs):
-        """The recommended OOD score of this layer's outputs (higher = more in-distribution).
+    def score_logits(self, outputs):
+        """The reference's raw logits at temperature 1, ``outputs * temperature / entropic_scale``.
 
-        The outputs are first mapped back to the reference's raw logits at temperature 1,
-        ``outputs * temperature / entropic_scale``, because that is what the authors' detection
-        code scores (``detect.py`` reloads the weights with the temperature still at 1): MMLES
-        depends on the scale of the logits (its entropy and mean-logit parts do), the max logit
-        only up to a positive factor. Then :func:`keras_vc.scores.mmles` (DisMax) or
-        :func:`keras_vc.scores.max_logit` (IsoMax+) is applied.
-
-        Args:
-            outputs: (n, num_classes) outputs of this layer (e.g. ``model.predict(x)``), NumPy
-                array or tensor.
-
-        Returns:
-            (n,) scores: NumPy for NumPy input, a tensor otherwise.
+        That is what the authors' detection code scores (``detect.py`` reloads the weights with
+        the temperature still at 1): MMLES depends on the scale of the logits (its entropy and
+        mean-logit parts do), the max logit only up to a positive factor.
         """
-        score = scores.get(self.recommended_ood_score)
-        if isinstance(outputs, (np.ndarray, list, tuple)):
-            outputs = np.asarray(outputs, dtype=np.float32)
-            factor = float(ops.convert_to_numpy(self.temperature)) / self.entropic_scale
-            return score(outputs * np.float32(factor))
-        factor = ops.cast(self.temperature, "float32") / self.entropic_scale
-        return score(ops.cast(outputs, "float32") * factor)
+        return outputs * (self._temperature_value(outputs) / self.entropic_scale)
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "num_classes": self.num_classes,
             "mode": self.mode,
             "entropic_scale": self.entropic_scale,
             "prototype_initializer": keras.initializers.serialize(self.prototype_initializer),

@@ -7,11 +7,12 @@ from keras import ops
 
 from keras_vc import _validation
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
+from keras_vc.layers.head import ClassifierHead
 from keras_vc.ops import gaussian
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
-class VariationalHead(keras.layers.Layer):
+class VariationalHead(ClassifierHead):
     """Variational head of V-TST: a Gaussian latent ``z`` with an ``N(0, I)`` prior, then logits.
 
     The head of "V-TST" in Jordahn & Olmos, "Decoupling Feature Extraction and Classification
@@ -49,9 +50,10 @@ class VariationalHead(keras.layers.Layer):
       layer's ``SeedGenerator`` (stochastic; what a Monte-Carlo serving signature uses), in
       training or inference.
 
-    The outputs are float32 and divided by the non-trainable scalar ``temperature`` (1.0 until
-    calibrated, see :func:`keras_vc.calibration.fit_temperature`); the reference has no
-    temperature. The recommended OOD score is the maximum of the averaged probabilities (the
+    The outputs are float32; inference outputs are divided by the non-trainable scalar
+    ``temperature`` (1.0 until calibrated, see :func:`keras_vc.calibration.fit_temperature`),
+    training outputs never are (the head protocol of :class:`keras_vc.layers.ClassifierHead`);
+    the reference has no temperature. The recommended OOD score is the maximum of the averaged probabilities (the
     reference evaluates max-prob), which is what :func:`keras_vc.scores.recommended` gives.
 
     Args:
@@ -84,8 +86,7 @@ class VariationalHead(keras.layers.Layer):
 
     def __init__(self, num_classes, latent_dim, num_samples=10, hidden_units=None, seed=None,
                  **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = _validation.check_int(num_classes, "num_classes", minimum=2)
+        super().__init__(num_classes, **kwargs)
         self.latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
         self.num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
         if hidden_units is not None:
@@ -96,7 +97,7 @@ class VariationalHead(keras.layers.Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = self.check_input_shape(input_shape)
         self.encoder = GaussianEncoder(
             self.latent_dim, hidden_units=self.hidden_units or 3 * self.latent_dim,
             variance="bounded", seed=self.seed, dtype=self.dtype_policy, name="encoder")
@@ -104,14 +105,12 @@ class VariationalHead(keras.layers.Layer):
                                           dtype=self.dtype_policy)
         self.encoder.build(input_shape)
         self.decoder.build(input_shape[:-1] + (self.latent_dim,))
-        self.temperature = self.add_weight(name="temperature", shape=(), initializer="ones",
-                                           trainable=False, dtype="float32", autocast=False)
+        self.build_temperature()
         self.inference_noise = None
         if self.num_samples > 1:
-            self.inference_noise = self.add_weight(
-                name="inference_noise", shape=(self.num_samples, self.latent_dim),
-                initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
-                trainable=False, dtype="float32", autocast=False)
+            self.inference_noise = self.add_float32_weight(
+                "inference_noise", (self.num_samples, self.latent_dim),
+                keras.initializers.RandomNormal(stddev=1.0, seed=self.seed), trainable=False)
 
     def _logits(self, z):
         return ops.cast(self.decoder(z), "float32")
@@ -140,15 +139,8 @@ class VariationalHead(keras.layers.Layer):
                                 (self.num_samples,) + (1,) * (len(mean.shape) - 1)
                                 + (self.latent_dim,))
             outputs = self._average(ops.expand_dims(mean, 0) + ops.expand_dims(scale, 0) * noise)
-        return ops.divide(outputs, self.temperature)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs, training=None, num_samples=None):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
+        return self.finalize_logits(outputs, training)
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, "num_samples": self.num_samples,
+        return {**super().get_config(), "latent_dim": self.latent_dim, "num_samples": self.num_samples,
                 "hidden_units": self.hidden_units, "seed": self.seed}

@@ -1,57 +1,25 @@
 """VariationalSoftmax: Variational Classification (Dhuliawala, Sachan & Allen, arXiv 2305.10406)."""
 
 import math
-import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_vc import _validation
-from keras_vc import scores
 from keras_vc.layers.gaussian_encoder import GaussianEncoder
+from keras_vc.layers.head import ClassifierHead
 from keras_vc.ops import gaussian
 
 POSTERIORS = ("gaussian", "deterministic")
 PRIORS = ("learned", "fixed")
 CLASS_PRIORS = ("uniform", "learned")
 PRIOR_LOG_VARIANCE_LIMIT = 5.0
-TRAINING_TERMS_ATTRIBUTE = "_keras_vc_training_terms"
 TERM_NAMES = ("kl", "consistency", "discriminator")
-
-# Tensors that refuse attributes (JAX arrays and tracers) keep their terms here, keyed by id and
-# dropped when the tensor is garbage-collected (the mechanism Keras uses for masks).
-_TERMS_BY_ID = {}
-
-
-def _attach_training_terms(tensor, terms):
-    try:
-        setattr(tensor, TRAINING_TERMS_ATTRIBUTE, terms)
-    except AttributeError:
-        _TERMS_BY_ID[id(tensor)] = terms
-        weakref.finalize(tensor, _TERMS_BY_ID.pop, id(tensor), None)
-
-
-def training_terms(y_pred):
-    """The label-dependent training terms a :class:`VariationalSoftmax` attached to its output.
-
-    Args:
-        y_pred: the tensor returned by a ``VariationalSoftmax`` call.
-
-    Returns:
-        None if ``y_pred`` did not come from a ``VariationalSoftmax`` call; otherwise a dict with
-        the key ``"num_classes"`` and, for a call in training mode, the (batch, num_classes)
-        tensors ``"kl"``, ``"consistency"`` and ``"discriminator"`` (see
-        :class:`VariationalSoftmax`); in inference mode those three are None.
-    """
-    terms = getattr(y_pred, TRAINING_TERMS_ATTRIBUTE, None)
-    if terms is None:
-        terms = _TERMS_BY_ID.get(id(y_pred))
-    return terms
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
-class VariationalSoftmax(keras.layers.Layer):
+class VariationalSoftmax(ClassifierHead):
     """Variational Classification output layer: a softmax over a Gaussian latent variable.
 
     Replaces the final ``Dense`` layer of a classifier. The softmax input is a latent variable
@@ -104,19 +72,30 @@ class VariationalSoftmax(keras.layers.Layer):
     samples pass no gradient to ``mu``, ``sigma``, as in the reference). The reference uses a
     separate AdamW (lr 1e-3) for the discriminator; here it shares the model's optimizer.
 
-    **How labels reach the label-dependent terms.** A Keras layer does not see labels. In
-    training mode the layer computes every label-dependent quantity for *all* K classes as
-    (batch, K) tensors, which costs only (D, K) matrix products because the discriminator is
-    linear per class: ``kl[i, k] = beta * (-log p(z_i | k) - H(q(z | x_i)))``,
+    **How labels reach the label-dependent terms.** A Keras layer does not see labels, and the
+    objective is not a cross-entropy of the logits alone. In training mode the layer computes
+    every label-dependent quantity for *all* K classes as (batch, K) tensors, which costs only
+    (D, K) matrix products because the discriminator is linear per class:
+    ``kl[i, k] = beta * (-log p(z_i | k) - H(q(z | x_i)))``,
     ``consistency[i, k] = consistency_weight * T(z_i, k)`` and
     ``discriminator[i, k] = softplus(-T(z_i, k)) + softplus(T(z~_ik, k))`` with
-    ``z~_ik = mu_k + sigma_k * eps_i``. It attaches them to the logits tensor it returns (as
-    Keras attaches masks to tensors); ``VariationalClassificationLoss`` receives that tensor as
-    ``y_pred``, picks column ``y_i`` of each and adds them to the cross-entropy. This works in a
-    plain ``Sequential`` or functional model with ``fit`` when this layer produces the model's
-    output, and in custom loops (``loss(y, model(x, training=True))``); a layer placed after it
-    drops the terms, and the loss then raises. The output itself is always plain
-    (batch, K) logits, so metrics, ``predict`` and export see nothing else.
+    ``z~_ik = mu_k + sigma_k * eps_i``. With ``e = kl + consistency + discriminator`` and
+    ``L = log p(z, k)`` the logits of the draw, the per-example objective is an identity::
+
+        CE(L_i, y_i) + e[i, y_i] = CE(L_i - e_i, y_i) + (logsumexp(L_i) - logsumexp(L_i - e_i))
+
+    so in training mode the layer **returns the training logits** ``L - e`` and adds the
+    label-independent second part with ``add_loss`` (its batch mean, float32). Any sparse
+    categorical cross-entropy from logits on the output, plus the model's losses (which ``fit``
+    and ``evaluate`` always add), is then exactly the objective above, values and gradients:
+    no tensor travels to the loss outside the model's outputs, so the mechanism is re-entrant
+    (tf.distribute replicas, threads) and the same on every backend. Use
+    :class:`keras_vc.losses.VariationalClassificationLoss`, which adds label checks;
+    ``SparseCategoricalCrossentropy(from_logits=True)`` trains the same objective. Consequences
+    to know: training-time metrics (``fit``'s ``accuracy``, not ``val_accuracy``) are computed on
+    the training logits; sample and class weights weight ``CE(L_i - e_i, y_i)`` but not the
+    label-independent part; in a custom loop, add ``sum(model.losses)`` to the loss (as for any
+    regularised Keras model). :meth:`training_terms` returns the (batch, K) terms for analysis.
 
     **Inference** (``training=False``): z is the mean of ``q(z | x)`` (deterministic; the
     default, ``num_samples=1``). With a Gaussian posterior and ``num_samples = M > 1`` in the
@@ -130,8 +109,13 @@ class VariationalSoftmax(keras.layers.Layer):
     Monte-Carlo estimate with M new draws from the layer's seed generator (stochastic; what a
     Monte-Carlo serving signature uses). A deterministic posterior has nothing to sample and
     ignores ``num_samples``. Outputs are divided by the non-trainable ``temperature`` (1.0 until
-    :func:`keras_vc.calibration.fit_temperature` sets it) in inference mode only: training
-    always sees the model's own densities.
+    :func:`keras_vc.calibration.fit_temperature` sets it) in inference mode only (the head
+    protocol of :class:`keras_vc.layers.ClassifierHead`): training always sees the model's own
+    densities.
+
+    **Mixed precision.** The encoder's and projection's ``Dense`` sublayers compute in the
+    policy's dtype; everything after them (prior, class prior, discriminator, the fixed draws,
+    the temperature) is a float32 weight read in float32, and the Gaussian math runs in float32.
 
     **OOD score.** ``recommended_ood_score = "energy"``: ``logsumexp`` of the logits at
     temperature 1, i.e. the log marginal density ``log p(z) = log sum_k pi_k p(z | k)`` of the
@@ -183,12 +167,12 @@ class VariationalSoftmax(keras.layers.Layer):
     """
 
     has_latent = True
+    input_rank = 2
 
     def __init__(self, num_classes, latent_dim=32, posterior="gaussian", prior="learned",
                  class_prior="uniform", beta=0.01, consistency_weight=0.01, num_samples=1,
                  prior_mean_initializer=None, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = _validation.check_int(num_classes, "num_classes", minimum=2)
+        super().__init__(num_classes, **kwargs)
         if latent_dim is not None:
             latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
         self.latent_dim = latent_dim
@@ -212,11 +196,7 @@ class VariationalSoftmax(keras.layers.Layer):
     # ----------------------------------------------------------------------------------------
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                "`VariationalSoftmax` expects inputs of shape (batch, features) with a known "
-                f"number of features, got input shape {input_shape}.")
+        input_shape = self.check_input_shape(input_shape)
         latent_dim = self.latent_dim or int(input_shape[-1])
         self.encoder = None
         self.projection = None
@@ -229,40 +209,33 @@ class VariationalSoftmax(keras.layers.Layer):
                                                  name="projection")
             self.projection.build(input_shape)
         trainable_prior = self.prior == "learned"
-        self.prior_means = self.add_weight(
-            name="prior_means", shape=(self.num_classes, latent_dim),
-            initializer=self.prior_mean_initializer, trainable=trainable_prior, dtype="float32")
-        self.prior_raw_log_variances = self.add_weight(
-            name="prior_raw_log_variances", shape=(self.num_classes, latent_dim),
-            initializer="zeros", trainable=trainable_prior, dtype="float32")
+        self.prior_means = self.add_float32_weight(
+            "prior_means", (self.num_classes, latent_dim), self.prior_mean_initializer,
+            trainable=trainable_prior)
+        self.prior_raw_log_variances = self.add_float32_weight(
+            "prior_raw_log_variances", (self.num_classes, latent_dim), "zeros",
+            trainable=trainable_prior)
         self.class_logits = None
         if self.class_prior == "learned":
-            self.class_logits = self.add_weight(
-                name="class_logits", shape=(self.num_classes,), initializer="zeros",
-                trainable=True, dtype="float32")
+            self.class_logits = self.add_float32_weight(
+                "class_logits", (self.num_classes,), "zeros")
         self.discriminator_kernel = None
         self.discriminator_bias = None
         if self.consistency_weight > 0:
             # The reference initialises w ~ N(0, 1); on a D-dim latent that gives |T| ~ sqrt(D)
             # at the start. N(0, 1/D) keeps T(z, y) of order one.
-            self.discriminator_kernel = self.add_weight(
-                name="discriminator_kernel", shape=(latent_dim, self.num_classes),
-                initializer=keras.initializers.VarianceScaling(
-                    1.0, mode="fan_in", distribution="untruncated_normal"),
-                trainable=True, dtype="float32")
-            self.discriminator_bias = self.add_weight(
-                name="discriminator_bias", shape=(self.num_classes,), initializer="zeros",
-                trainable=True, dtype="float32")
+            self.discriminator_kernel = self.add_float32_weight(
+                "discriminator_kernel", (latent_dim, self.num_classes),
+                keras.initializers.VarianceScaling(
+                    1.0, mode="fan_in", distribution="untruncated_normal"))
+            self.discriminator_bias = self.add_float32_weight(
+                "discriminator_bias", (self.num_classes,), "zeros")
         self.inference_noise = None
         if self.encoder is not None and self.num_samples > 1:
-            self.inference_noise = self.add_weight(
-                name="inference_noise", shape=(self.num_samples, latent_dim),
-                initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
-                trainable=False, dtype="float32", autocast=False)
-        # float32 whatever the policy: the fitted value must not be rounded to float16.
-        self.temperature = self.add_weight(
-            name="temperature", shape=(), initializer=keras.initializers.Constant(1.0),
-            trainable=False, dtype="float32")
+            self.inference_noise = self.add_float32_weight(
+                "inference_noise", (self.num_samples, latent_dim),
+                keras.initializers.RandomNormal(stddev=1.0, seed=self.seed), trainable=False)
+        self.build_temperature()
         self.built = True
 
     # ----------------------------------------------------------------------------------------
@@ -272,13 +245,13 @@ class VariationalSoftmax(keras.layers.Layer):
     def prior_log_variances(self):
         """(K, latent_dim) log-variances of the class-conditional priors, in (-5, 5)."""
         limit = PRIOR_LOG_VARIANCE_LIMIT
-        return limit * ops.tanh(ops.cast(self.prior_raw_log_variances, "float32") / limit)
+        return limit * ops.tanh(self.prior_raw_log_variances / limit)
 
     def class_log_prior(self):
         """(K,) log class-prior probabilities ``log pi_k``."""
         if self.class_logits is None:
             return ops.full((self.num_classes,), -math.log(self.num_classes), dtype="float32")
-        return ops.log_softmax(ops.cast(self.class_logits, "float32"))
+        return ops.log_softmax(self.class_logits)
 
     def encode(self, inputs):
         """Parameters of ``q(z | x)``: ``(mean, log_variance)`` (float32), ``log_variance`` None
@@ -305,7 +278,7 @@ class VariationalSoftmax(keras.layers.Layer):
         """The K class-conditional priors p(z | y) as one TFP ``MultivariateNormalDiag`` with
         batch shape (K,)."""
         return gaussian.multivariate_normal_diag(
-            ops.cast(self.prior_means, "float32"), self.prior_log_variances(), name="prior")
+            self.prior_means, self.prior_log_variances(), name="prior")
 
     def joint_log_density(self, z):
         """``log p(z | k) + log pi_k`` for latents z (B, latent_dim): (B, K) float32."""
@@ -322,23 +295,40 @@ class VariationalSoftmax(keras.layers.Layer):
         mean, log_variance = self.encode(inputs)
         if training:
             logits, terms = self._training_outputs(mean, log_variance)
-        else:
-            if log_variance is None:
-                logits = self.joint_log_density(mean)
-            elif num_samples is not None:  # fresh draws
-                logits = self._monte_carlo_logits(gaussian.sample(
-                    mean, log_variance, self.seed_generator, num_samples=num_samples))
-            elif self.inference_noise is None:
-                logits = self.joint_log_density(mean)
-            else:  # the fixed draws, (M, 1, Z) noise against (1, B, Z) parameters
-                logits = self._monte_carlo_logits(gaussian.reparameterize(
-                    ops.expand_dims(mean, 0), ops.expand_dims(log_variance, 0),
-                    ops.expand_dims(self.inference_noise, 1)))
-            logits = logits / ops.cast(self.temperature, "float32")
-            terms = dict.fromkeys(TERM_NAMES)
-        logits = ops.cast(logits, "float32")
-        _attach_training_terms(logits, dict(terms, num_classes=self.num_classes))
-        return logits
+            extra = sum(term for term in terms.values() if term is not None)
+            training_logits = logits - extra
+            # The label-independent part of the objective (see the class docstring).
+            self.add_loss(ops.mean(ops.logsumexp(logits, axis=-1)
+                                   - ops.logsumexp(training_logits, axis=-1)))
+            return self.finalize_logits(training_logits, training)
+        if log_variance is None:
+            logits = self.joint_log_density(mean)
+        elif num_samples is not None:  # fresh draws
+            logits = self._monte_carlo_logits(gaussian.sample(
+                mean, log_variance, self.seed_generator, num_samples=num_samples))
+        elif self.inference_noise is None:
+            logits = self.joint_log_density(mean)
+        else:  # the fixed draws, (M, 1, Z) noise against (1, B, Z) parameters
+            logits = self._monte_carlo_logits(gaussian.reparameterize(
+                ops.expand_dims(mean, 0), ops.expand_dims(log_variance, 0),
+                ops.expand_dims(self.inference_noise, 1)))
+        return self.finalize_logits(logits, training)
+
+    def training_terms(self, inputs):
+        """One training draw's logits and label-dependent terms, for analysis and tests.
+
+        Args:
+            inputs: features (B, features) entering this layer.
+
+        Returns:
+            ``(logits, terms)``: the (B, K) log joint densities ``log p(z, k)`` of one posterior
+            draw, and a dict with the (B, K) float32 tensors ``"kl"``, ``"consistency"`` and
+            ``"discriminator"`` (None where the layer has no such term; see the class docstring).
+            The training output of the layer is ``logits - sum(terms)``.
+        """
+        if not self.built:
+            self.build(tuple(ops.shape(inputs)))
+        return self._training_outputs(*self.encode(inputs))
 
     def _monte_carlo_logits(self, draws):
         """Logits of the draws' averaged probabilities and density; ``draws``: (M, B, Z)."""
@@ -373,9 +363,9 @@ class VariationalSoftmax(keras.layers.Layer):
         terms = {"kl": self.beta * divergence, "consistency": None, "discriminator": None}
         if not has_discriminator:
             return logits, terms
-        kernel = ops.cast(self.discriminator_kernel, "float32")
-        bias = ops.cast(self.discriminator_bias, "float32")
-        prior_means = ops.stop_gradient(ops.cast(self.prior_means, "float32"))
+        kernel = self.discriminator_kernel
+        bias = self.discriminator_bias
+        prior_means = ops.stop_gradient(self.prior_means)
         prior_scales = ops.stop_gradient(ops.exp(0.5 * self.prior_log_variances()))
         # Encoder side: T(z, k) with the discriminator held constant.
         encoder_scores = (ops.matmul(z, ops.stop_gradient(kernel))
@@ -419,44 +409,19 @@ class VariationalSoftmax(keras.layers.Layer):
         mean, log_variance = self.encode(inputs)
         z = mean if log_variance is None else gaussian.sample(mean, log_variance,
                                                               self.seed_generator)
-        scores_ = (ops.matmul(z, ops.cast(self.discriminator_kernel, "float32"))
-                   + ops.cast(self.discriminator_bias, "float32")[None, :])
+        scores_ = ops.matmul(z, self.discriminator_kernel) + self.discriminator_bias[None, :]
         scores_ = ops.convert_to_numpy(scores_)
         return float(np.mean(scores_[np.arange(labels.size), labels]))
 
     @property
     def recommended_ood_score(self):
-        """``"energy"``: ``logsumexp`` of the logits = the log marginal density ``log p(z)``."""
+        """``"energy"``: ``logsumexp`` of the logits at temperature 1 = the log marginal density
+        ``log p(z)`` (of the averaged density for Monte Carlo outputs)."""
         return "energy"
-
-    def ood_score(self, outputs):
-        """``log p(z)`` from this layer's outputs (higher = more in-distribution).
-
-        The outputs are first brought back to temperature 1 (``outputs * temperature``), then
-        :func:`keras_vc.scores.energy` (``logsumexp``) gives the log marginal density of the
-        latent (of the averaged density for Monte Carlo outputs).
-
-        Args:
-            outputs: (n, num_classes) outputs of this layer, NumPy array or tensor.
-
-        Returns:
-            (n,) scores: NumPy for NumPy input, a tensor otherwise.
-        """
-        if isinstance(outputs, (np.ndarray, list, tuple)):
-            factor = np.float32(ops.convert_to_numpy(self.temperature))
-            return scores.energy(np.asarray(outputs, dtype=np.float32) * factor)
-        return scores.energy(ops.cast(outputs, "float32") * ops.cast(self.temperature, "float32"))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs, training=None, num_samples=None):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "num_classes": self.num_classes,
             "latent_dim": self.latent_dim,
             "posterior": self.posterior,
             "prior": self.prior,

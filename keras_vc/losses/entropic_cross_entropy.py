@@ -1,9 +1,12 @@
 """``EntropicCrossEntropy``: the IsoMax+ / DisMax training loss, with DisMax's FPR weighting."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_vc import _labels
 from keras_vc import _validation
 
 _TARGET_TOLERANCE = 1e-3
@@ -11,12 +14,22 @@ _TARGET_TOLERANCE = 1e-3
 _SOFT_THRESHOLD = 1.0 - 1e-6
 
 
-def _eager_values(x):
-    """The values of ``x`` as NumPy when they are known now (eager mode), else None (traced)."""
-    try:
-        return ops.convert_to_numpy(x)
-    except (NotImplementedError, TypeError):
-        return None
+# The attribute a logits layer may set on its output tensor to say which factor it already
+# applied (``keras_vc.layers.DistanceLogits`` and its ``entropic_scale``); read in ``__call__``.
+LOGIT_SCALE_ATTRIBUTE = "_keras_vc_logit_scale"
+
+
+def _pairing_message(loss_scale, layer_scale=None):
+    applied = ("the logits already carry a factor of "
+               f"{layer_scale:g} (the layer's `entropic_scale`)" if layer_scale is not None else
+               "keras_vc.layers.DistanceLogits already multiplies its output by its own "
+               "`entropic_scale` (default 10)")
+    return (
+        f"EntropicCrossEntropy(entropic_scale={loss_scale:g}) multiplies the logits by "
+        f"{loss_scale:g}, and {applied}: with both, the softmax sees the reference logits "
+        "scaled twice (100 for 10 and 10). Apply the factor once: DistanceLogits() with "
+        "EntropicCrossEntropy() (the default, entropic_scale=1), or the reference's split "
+        "DistanceLogits(entropic_scale=1.0) with EntropicCrossEntropy(entropic_scale=10.0).")
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
@@ -33,7 +46,10 @@ class EntropicCrossEntropy(keras.losses.Loss):
     ``entropic_scale`` (10), so the default here is 1: ``DistanceLogits()`` with
     ``EntropicCrossEntropy()`` is the reference training loss. The reference's split,
     ``DistanceLogits(entropic_scale=1.0)`` with ``EntropicCrossEntropy(entropic_scale=10.0)``,
-    gives the same loss. Do not use 10 on both sides.
+    gives the same loss. Do not use 10 on both sides: a loss built with ``entropic_scale != 1``
+    warns once (``UserWarning``) with this pairing rule, and raises ``ValueError`` at the call
+    when its ``y_pred`` says it already carries a factor other than 1 (a logits layer that sets
+    the ``_keras_vc_logit_scale`` attribute on its output).
 
     **Targets.** Decided from the shape of ``y_true`` against the logits ``(..., K)``:
     integer class ids ``(...)`` or ``(..., 1)``, or probability rows ``(..., K)`` (one-hot, label
@@ -82,6 +98,16 @@ class EntropicCrossEntropy(keras.losses.Loss):
         self.entropic_scale = _validation.check_float(entropic_scale, "entropic_scale",
                                                       minimum=0.0, strict_minimum=True)
         self.alpha = _validation.check_float(alpha, "alpha", minimum=0.0)
+        if self.entropic_scale != 1.0:
+            # The loss sees only tensors, so it cannot tell which layer made its logits; say the
+            # rule where the choice is made (Python shows a warning once per call site).
+            warnings.warn(_pairing_message(self.entropic_scale), UserWarning, stacklevel=2)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        layer_scale = getattr(y_pred, LOGIT_SCALE_ATTRIBUTE, None)
+        if layer_scale is not None and float(layer_scale) != 1.0 and self.entropic_scale != 1.0:
+            raise ValueError(_pairing_message(self.entropic_scale, float(layer_scale)))
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         num_classes = y_pred.shape[-1]
@@ -106,18 +132,17 @@ class EntropicCrossEntropy(keras.losses.Loss):
         )
 
     def _sparse(self, labels, logits, num_classes):
-        values = _eager_values(labels)
-        if values is not None:
-            _validation.check_labels(np.reshape(values, (-1,)), num_classes, name="y_true")
-        labels = ops.cast(ops.round(ops.cast(labels, "float32")), "int32")
-        invalid = ops.logical_or(labels < 0, labels >= num_classes)
-        safe = ops.clip(labels, 0, num_classes - 1)
-        nll = ops.sparse_categorical_crossentropy(safe, logits, from_logits=True)
-        return ops.where(invalid, ops.cast(np.nan, "float32"), nll)
+        # Class ids of any leading shape: checked and made safe as one flat vector.
+        ids, valid = _labels.sparse_label_tensor(ops.reshape(labels, (-1,)), num_classes,
+                                                 name="y_true", return_valid=True)
+        shape = ops.shape(labels)
+        ids, valid = ops.reshape(ids, shape), ops.reshape(valid, shape)
+        nll = ops.sparse_categorical_crossentropy(ids, logits, from_logits=True)
+        return ops.where(valid, nll, ops.cast(np.nan, "float32"))
 
     def _dense(self, targets, logits, num_classes):
         targets = ops.cast(targets, "float32")
-        values = _eager_values(targets)
+        values = _labels.concrete_values(targets)
         if values is not None:
             self._check_targets(values, num_classes)
         cross_entropy = ops.categorical_crossentropy(targets, logits, from_logits=True)

@@ -13,14 +13,21 @@ Design: how the labels reach the regulariser. SNNL needs the labels and the hidd
 the same forward pass. ``EntanglementModel`` wraps a functional or Sequential classifier and
 overrides Keras 3's ``Model.compute_loss(x, y, y_pred, sample_weight, training)``, the hook
 ``fit``/``evaluate`` call with the labels on every backend. The wrapper's ``call`` runs one
-functional model that returns the named hidden activations next to the logits, hands the
-activations to ``compute_loss`` through a per-trace side slot, and returns only the logits. So:
+functional model that returns the named hidden activations next to the logits. In training mode
+(``training=True``) it returns both, ``(logits, [hidden_1, ...])``, as its explicit output:
+``compute_loss`` reads the activations from ``y_pred`` and ``compute_metrics`` passes only the
+logits to the compiled metrics. Nothing travels outside the model's outputs, so the mechanism is
+re-entrant (tf.distribute replicas) and the same on every backend. In inference mode it returns
+the logits alone; ``evaluate`` recomputes the activations (inference is deterministic, so they
+are those of the logits). So:
 
 * training is the standard ``compile`` / ``fit`` on ``(x, y)`` data, ``jit_compile=True``
   included; no labels input, no second data stream;
 * ``predict``, ``model.export()`` and serving see ``x -> logits`` only (the activations are
   dead code in the exported graph); ``.keras`` save/load restores the wrapper with its
   classifier and temperatures;
+* a custom training loop calls ``model(x, training=True)`` (a tuple) and
+  ``model.compute_loss(x, y, y_pred, training=True)``;
 * the alternative, a regulariser *layer* taking the labels as a second model input, would need
   ``({"x": x, "labels": y}, y)`` data and a separate serving model without that input.
 
@@ -63,17 +70,11 @@ import keras
 from keras import ops
 
 from keras_vc import _activations
+from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.losses import soft_nearest_neighbor as snnl_lib
 
 DIRECTIONS = ("maximize", "minimize")
-
-
-class _ForwardSlot:
-    """Plain holder (not tracked by Keras) for the activations of the latest forward pass."""
-
-    logits = None
-    hidden = None
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")
@@ -106,7 +107,8 @@ class EntanglementModel(keras.Model):
         inputs: what ``classifier`` takes. ``training``: as usual.
 
     Returns (call):
-        The classifier's logits.
+        The classifier's logits; with ``training=True`` the tuple ``(logits, hidden)``, where
+        ``hidden`` is the list of the named layers' activations (see the module docstring).
 
     Attributes:
         inverse_temperatures: the per-layer non-trainable variables ``t_l`` (1 until trained);
@@ -146,12 +148,10 @@ class EntanglementModel(keras.Model):
         self.classifier = classifier
         self.network = _activations.activation_model(classifier, self.layer_names,
                                                      name=f"{classifier.name}_with_activations")
-        self._slot = _ForwardSlot()
         # A symbolic call builds the wrapper and records its input signature, so that a model
         # restored by `load_model` exports without being called on data first.
         self(keras.KerasTensor(tuple(classifier.inputs[0].shape),
                                dtype=classifier.inputs[0].dtype))
-        self._slot.logits = self._slot.hidden = None
 
     def build(self, input_shape):
         if getattr(self, "inverse_temperatures", None) is not None:
@@ -176,22 +176,25 @@ class EntanglementModel(keras.Model):
 
     def call(self, inputs, training=None):
         outputs = self.network(inputs, training=training)
-        logits = outputs[-1]
-        self._slot.logits, self._slot.hidden = logits, list(outputs[:-1])
-        return logits
+        if training:
+            return outputs[-1], list(outputs[:-1])
+        return outputs[-1]
 
     def compute_output_shape(self, input_shape):
         return self.classifier.compute_output_shape(input_shape)
 
-    def _hidden_of(self, x, y_pred, training):
-        # `fit`/`evaluate` call compute_loss with the very tensor `call` returned in the same
-        # trace; anything else (a direct call, Keras' symbolic build) recomputes the activations.
-        if self._slot.logits is not None and y_pred is self._slot.logits:
-            hidden = self._slot.hidden
-        else:
-            hidden = self.network(x, training=training)[:-1]
-        self._slot.logits = self._slot.hidden = None
-        return hidden
+    def compute_output_spec(self, inputs, training=None):
+        specs = self.network.compute_output_spec(inputs)
+        if training:
+            return specs[-1], list(specs[:-1])
+        return specs[-1]
+
+    @staticmethod
+    def _split(y_pred):
+        """``(logits, hidden or None)`` from a training or an inference output."""
+        if isinstance(y_pred, (tuple, list)):
+            return y_pred[0], list(y_pred[1])
+        return y_pred, None
 
     def entanglement(self, hidden, labels, training=False):
         """Per-layer SNNL of a batch (updating the inverse temperatures when ``training`` and
@@ -214,24 +217,27 @@ class EntanglementModel(keras.Model):
         return values
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits, hidden = self._split(y_pred)
         # Labels are checked first, so that a wrong shape gets this message, not the loss's.
-        labels = None if y is None else self._labels(y, y_pred)
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+        labels = None if y is None else self._labels(y, logits)
+        loss = super().compute_loss(x=x, y=y, y_pred=logits, sample_weight=sample_weight,
                                     training=training)
         if labels is None or self.alpha == 0.0:
             return loss
-        hidden = self._hidden_of(x, y_pred, training)
+        if hidden is None:  # inference outputs (evaluate): deterministic, so recompute
+            hidden = self.network(x, training=False)[:-1]
         total = ops.sum(ops.stack(self.entanglement(hidden, labels, training)))
         sign = -1.0 if self.direction == "maximize" else 1.0
         return ops.cast(loss, "float32") + sign * self.alpha * total
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, self._split(y_pred)[0], sample_weight=sample_weight)
+
     def _labels(self, y, y_pred):
         shape = tuple(ops.convert_to_tensor(y).shape)
         num_classes = y_pred.shape[-1] if y_pred is not None else None
-        if len(shape) == 2 and shape[1] not in (1, None) and num_classes not in (None, shape[1]):
-            raise ValueError(
-                f"Labels of shape {shape} are neither class ids nor one-hot rows for the "
-                f"{num_classes} classes of the classifier's output.")
+        if num_classes is not None:  # (b,), (b, 1) or one-hot (b, K): the package's rule
+            _labels.label_layout(shape, num_classes, name="y")
         return snnl_lib.sparse_labels(y, y_pred.shape[0] if y_pred is not None else None,
                                       name="y")
 

@@ -63,17 +63,25 @@ def _input_gradient_function(model):
     return function
 
 
+def _num_classes(model, x):
+    """The width K of the model's logits: from its symbolic output, else from one forward pass."""
+    try:
+        shape = tuple(model.outputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        shape = tuple(model(x[:1], training=False).shape)
+    if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(f"`model` must output logits of shape (batch, K) with K >= 2, got "
+                         f"{shape}.")
+    return int(shape[-1])
+
+
 def _check_inputs(model, x, y, epsilon, value_range, batch_size):
     if not callable(model):
         raise ValueError(f"`model` must be a Keras model or layer, got {type(model).__name__}.")
     x = _validation.check_finite_array(x, "x").astype(np.float32)
     if x.ndim < 2:
         raise ValueError(f"`x` must be a batch (n, ...), got shape {x.shape}.")
-    y = _validation.to_numpy(y, "y")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"`y` must be integer labels of shape ({x.shape[0]},), got {y.shape}.")
-    if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-        raise ValueError("`y` must hold non-negative integer class ids.")
+    y = _validation.check_labels(y, _num_classes(model, x), num_samples=x.shape[0], name="y")
     epsilon = _validation.check_float(epsilon, "epsilon", minimum=0.0)
     if value_range is not None:
         if len(value_range) != 2:
@@ -84,7 +92,7 @@ def _check_inputs(model, x, y, epsilon, value_range, batch_size):
             raise ValueError(f"`value_range` must have high > low, got {value_range!r}.")
         value_range = (low, high)
     batch_size = _validation.check_int(batch_size, "batch_size", minimum=1)
-    return x, y.astype(np.int64), epsilon, value_range, batch_size
+    return x, y, epsilon, value_range, batch_size
 
 
 def _gradient_sign(model, x, y, batch_size):
@@ -109,7 +117,7 @@ def fgsm(model, x, y, epsilon, value_range=None, batch_size=256):
     Args:
         model: a Keras model (or callable layer) mapping inputs to logits.
         x: clean inputs (n, ...).
-        y: true integer labels (n,).
+        y: true labels (n,), (n, 1) or one-hot (n, K), in ``[0, K)`` for the model's K.
         epsilon: L-infinity budget in input units (>= 0); ``epsilon = 0`` returns ``x``.
         value_range: ``(low, high)`` to clip the adversarial inputs to, or None.
         batch_size: inputs per gradient computation.
@@ -130,7 +138,7 @@ def pgd(model, x, y, epsilon, steps=10, step_size=None, random_start=True, value
     Args:
         model: a Keras model (or callable layer) mapping inputs to logits.
         x: clean inputs (n, ...).
-        y: true integer labels (n,).
+        y: true labels (n,), (n, 1) or one-hot (n, K), in ``[0, K)`` for the model's K.
         epsilon: L-infinity budget in input units (>= 0).
         steps: number of gradient steps (>= 1).
         step_size: size of each signed step (default ``2.5 * epsilon / steps``, Madry et al.).
