@@ -204,6 +204,22 @@ def test_train_data_fits_the_feature_detectors(setup):
         expected, abs=1e-6)
 
 
+def test_a_keras_vc_head_is_scored_by_its_own_score(setup):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras_vc.layers.DistanceLogits(K)])
+    x_test, y_test = setup["test"]
+    report = keras_vc.evaluate(model, (x_test, y_test), ood_data={"noise": setup["shuffled"]},
+                               detectors=["head", "vim"], verbose=0)
+    name, score = keras_vc.scores.recommended(model)
+    assert report["ood"]["head_score"] == name == "mmles"
+    expected = metrics.auroc(score(model.predict(x_test, verbose=0)),
+                             score(model.predict(setup["shuffled"], verbose=0)))
+    assert report["ood"]["sets"]["noise"]["detectors"]["head"]["auroc"] == pytest.approx(
+        expected, abs=1e-6)
+    assert "final Dense layer" in report["ood"]["skipped"]["vim"]
+
+
 def test_cli_writes_the_same_report(setup, result, tmp_path, capsys):
     paths = setup["paths"]
     out = tmp_path / "cli"
@@ -278,7 +294,7 @@ def _bad(setup, tmp_path, case):
 def test_bad_input_raises_value_error_naming_it(setup, tmp_path, case):
     (changes, message), arguments = _bad(setup, tmp_path, case)
     arguments.update(changes)
-    with pytest.raises(ValueError, match=None) as error:
+    with pytest.raises(ValueError) as error:
         keras_vc.evaluate(arguments.pop("model"), arguments.pop("test_data"), **arguments)
     assert message in str(error.value)
 
@@ -288,6 +304,8 @@ def test_bad_input_raises_value_error_naming_it(setup, tmp_path, case):
     (["--test", "{test}", "--ood", "a={ood}", "--ood", "a={ood}"], "--ood names must differ"),
     (["--test", "{test}", "--val", "{val}", "--alpha", "1.5"], "`alpha` must lie in (0, 1)"),
     (["--test", "{ood}"], "`test_data` needs labels"),
+    (["--test", "tfds:keras_vc_no_such_dataset"], "no dataset named"),
+    (["--test", "folder:/nonexistent/keras_vc"], "does not exist"),
 ])
 def test_cli_bad_input_exits_with_one_line(setup, tmp_path, capsys, argv, message):
     argv = [a.format(**setup["paths"]) for a in argv]

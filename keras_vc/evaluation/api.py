@@ -86,8 +86,9 @@ def evaluate(model, test_data, *, val_data=None, ood_data=None, train_data=None,
             conformal score names.
 
     Example:
-        >>> report = keras_vc.evaluate("model.keras", (x_test, y_test), val_data=(x_val, y_val),
-        ...                            ood_data={"noise": x_noise}, out_dir="eval")  # doctest: +SKIP
+        >>> report = keras_vc.evaluate(
+        ...     "model.keras", (x_test, y_test), val_data=(x_val, y_val),
+        ...     ood_data={"noise": x_noise}, out_dir="eval")  # doctest: +SKIP
     """
     alpha = _check_alpha(alpha)
     conformal_scores = _check_names(conformal_scores, "conformal_scores", conformal.SCORES)

@@ -67,9 +67,6 @@ def _from_loader(spec, role, model_shape, data_dir):
                                       color_mode=color_mode)
         return dataset.x, dataset.y
     loaders.check_spec(spec)
-    if not spec.startswith("tfds:"):
-        dataset = loaders.load_dataset(spec)
-        return dataset.x, dataset.y
     dataset = loaders.load_tfds(spec[len("tfds:"):], data_dir=data_dir)
     if role in EVALUATION_ROLES and dataset.x_test is not None:
         return dataset.x_test, dataset.y_test
@@ -116,7 +113,7 @@ def load_data(data, name, model, *, role="test", labels_required=True, data_dir=
     """
     if isinstance(data, (str, os.PathLike)):
         text = os.fspath(data)
-        if text.startswith(("folder:", "tfds:")) or text in loaders.OFFLINE_DATASETS:
+        if text.startswith(("folder:", "tfds:")):
             x, y = _from_loader(text, role, input_shape(model), data_dir)
         elif os.path.isfile(text):
             x, y = _from_npz(text, name)
