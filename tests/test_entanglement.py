@@ -243,7 +243,7 @@ def test_monitor_bad_input(digits):
         EntanglementMonitor(LAYERS, x, y, temperature="best")
     with pytest.raises(ValueError, match="distance"):
         EntanglementMonitor(LAYERS, x, y, distance="l1")
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="`y` has 10 entries"):
         EntanglementMonitor(LAYERS, x, y[:10])
     model = compile_model(make_classifier(), jit_compile=False)
     monitor = EntanglementMonitor(["hidden_0", "nope"], x, y)
