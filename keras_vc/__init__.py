@@ -25,3 +25,4 @@ from keras_vc import models  # noqa: E402
 from keras_vc import robustness  # noqa: E402
 from keras_vc import scores  # noqa: E402
 from keras_vc import two_stage  # noqa: E402
+from keras_vc.evaluation import evaluate  # noqa: E402

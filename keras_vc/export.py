@@ -70,6 +70,27 @@ calibrator (below) never changes the OOD score.
 :func:`fit_ood_threshold` turns in-distribution validation scores into a threshold at a chosen
 true-positive rate (95% by default) with :func:`keras_vc.metrics.threshold_at_tpr`.
 
+**Post-hoc detectors.** ``ood_score=`` also takes a fitted detector from
+:mod:`keras_vc.detectors` (``Mahalanobis``, ``RelativeMahalanobis``, ``KNN``, ``ViM``,
+``ReAct``, ``Energy``, ``MaxSoftmax``, ``MaxLogit``, ``GEN``, ``HeadScore``), and the served
+``ood_score`` is then the detector's own ``score(x)``, computed in the graph: one forward pass
+through the detector's extractor, a functional model ``x -> [activations of its layer, model
+output]`` over the model's own layers, gives the served logits and the detector's input
+(``prepare_tensor``: pooling, or the log of a softmax output), and ``score_tensor`` maps it to
+the score with ``keras.ops``, the fitted statistics (class means and whitening matrices, the
+KNN feature bank, ViM's residual space, ReAct's clip value) embedded as constants, so the server
+needs no keras_vc. A detector reads the model's output as ``model.predict`` returns it: neither
+``temperature=`` nor a calibrator moves its score (a keras_vc head's own temperature is part of
+that output). Fit the threshold with ``fit_ood_threshold(model, x_val, ood_score=det)``. Refused
+with a ``ValueError``: a detector that is not fitted; one that is not ``exportable`` (ODIN, or
+Mahalanobis, with ``epsilon > 0`` perturb the input along a gradient, which the graph does not
+do); one built on another model (attach a saved one with ``load(path, model)``); one fitted
+without a model (``fit_features``) whose layer this model lacks or whose feature width differs;
+a detector together with ``mc_samples``. ``ServingExport.ood_score`` names it, e.g.
+``"mahalanobis(layer=dense_1)"`` or ``"energy(logits)"``. Constants live in the SavedModel's
+graph, which protocol buffers limit to 2 GB: a KNN bank of 50 000 x 2 048 float32 (410 MB) fits;
+subsample a larger one with ``max_samples``. Sources: the detectors' own docstrings.
+
 **The head protocol this module relies on** (:class:`keras_vc.layers.ClassifierHead`, see
 CONTRIBUTING.md): :func:`keras_vc.layers.output_head` finds the keras_vc head that produces the
 model's output (a model in which layers follow a head is refused); a head returns float32
@@ -105,6 +126,7 @@ The export runs on the TensorFlow backend (keras_vc's default); ``ExportArchive`
 TensorFlow installed on any backend.
 """
 
+import copy
 import dataclasses
 import inspect
 import numbers
@@ -115,7 +137,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vc import _activations
 from keras_vc import _validation
+from keras_vc import detectors as detectors_lib
 from keras_vc import scores as scores_lib
 from keras_vc.layers import head as head_lib
 from keras_vc.metrics import ood as ood_metrics
@@ -151,7 +175,9 @@ class ServingExport:
         temperature: the temperature the served probabilities use (the head's own value when
             the head owns a ``temperature`` variable).
         temperature_applied_by_head: True when the head divides by its own ``temperature``.
-        ood_score: name of the served OOD score, or None.
+        ood_score: name of the served OOD score, or None; a post-hoc detector is described by
+            its registry name and input, e.g. ``"mahalanobis(layer=dense_1)"`` or
+            ``"energy(logits)"``.
         ood_threshold: the ``is_ood`` threshold, or None.
         mc_samples: latent draws averaged by ``serve_mc``, or None.
         calibrator: class name of the calibrator the served probabilities come from, or None.
@@ -269,6 +295,50 @@ def _check_ood_score(ood_score, model):
     return ood_score, scores_lib.get(ood_score)
 
 
+def _describe_detector(detector):
+    names = {cls: name for name, cls in detectors_lib.DETECTORS.items()}
+    name = names.get(type(detector), type(detector).__name__.lower())
+    source = detector.score_input
+    if source.kind == "logits":
+        return f"{name}(logits)"
+    pooling = "" if source.pooling is None else f", pooling={source.pooling}"
+    return f"{name}(layer={source.layer}{pooling})"
+
+
+def _check_detector(detector, model):
+    """Returns (detector attached to ``model``, description), refusing what cannot be served.
+
+    A detector built on ``model`` is used as it is; one fitted without a model is attached to a
+    shallow copy (as ``load(path, model)`` would), which checks its layer and feature width.
+    """
+    kind = type(detector).__name__
+    if not detector.exportable:
+        epsilon = getattr(detector, "epsilon", None)
+        why = (f"with epsilon={epsilon:g} its `score` perturbs each input along an input gradient "
+               "before scoring, which `score_tensor` (the graph) does not reproduce; build it "
+               "with epsilon=0 to export it" if epsilon
+               else "its `score_tensor` does not reproduce its `score`")
+        raise ValueError(f"`ood_score` {kind} cannot be exported: {why}.")
+    if not detector._fitted:
+        raise ValueError(f"`ood_score` {kind} is not fitted: call `fit(x, y)` (or "
+                         "`fit_features`) on in-distribution training data before exporting it.")
+    if detector.model is not None:
+        if _activations.unwrap(detector.model) is not _activations.unwrap(model):
+            raise ValueError(
+                f"`ood_score` {kind} was built on another model ({detector.model.name!r}) than "
+                f"the one exported ({model.name!r}); its statistics describe that model's "
+                f"features. Build and fit it on this model, or attach it with "
+                f"`{kind}.load(path, model)`.")
+        return detector, _describe_detector(detector)
+    attached = copy.copy(detector)  # the user's detector stays without a model
+    try:
+        attached._attach(model)
+    except ValueError as error:
+        raise ValueError(f"`ood_score` {kind} (built without a model) does not fit this model: "
+                         f"{error}") from error
+    return attached, _describe_detector(attached)
+
+
 def _check_mc_samples(mc_samples, layer):
     if mc_samples is None:
         return None
@@ -378,7 +448,12 @@ class _ServingPlan:
         self.output_kind = _detect_output_kind(self.head, output_kind)
         self.temperature, self.reported_temperature, self.head_temperature = _check_temperature(
             temperature, self.head)
-        self.score_name, self.score_fn = _check_ood_score(ood_score, model)
+        self.detector = None
+        if isinstance(ood_score, detectors_lib.Detector):
+            self.detector, self.score_name = _check_detector(ood_score, model)
+            self.score_fn = self._detector_score
+        else:
+            self.score_name, self.score_fn = _check_ood_score(ood_score, model)
         if ood_threshold is not None:
             if self.score_fn is None:
                 raise ValueError(
@@ -388,6 +463,11 @@ class _ServingPlan:
             ood_threshold = _validation.check_float(ood_threshold, "ood_threshold")
         self.threshold = ood_threshold
         self.mc_samples = _check_mc_samples(mc_samples, self.head)
+        if self.mc_samples is not None and self.detector is not None:
+            raise ValueError(
+                "`mc_samples` cannot be combined with a detector as `ood_score`: a detector "
+                "scores the deterministic forward pass. Export without `mc_samples`, or use a "
+                "score name with it.")
         self.features = None
         if self.mc_samples is not None:
             if self.head.output is not output:
@@ -418,9 +498,26 @@ class _ServingPlan:
             names += CONFORMAL_OUTPUTS
         return names
 
-    def logits(self, inputs):
+    def forward(self, inputs):
+        """One pass: ``(model output, detector input or None)``.
+
+        A feature detector reads its layer through its own extractor, a functional model
+        ``x -> [activations, model output]`` over the model's layers: the graph its ``score``
+        runs."""
+        if self.detector is None:
+            return self.model(inputs, training=False), None
+        if self.detector.input_kind == "logits":
+            outputs = self.model(inputs, training=False)
+            return outputs, outputs
+        features, outputs = self.detector._extractor(inputs, training=False)
+        return outputs, features
+
+    def _detector_score(self, raw):
+        return self.detector.score_tensor(self.detector.prepare_tensor(raw))
+
+    def logits(self, outputs):
         """The served logits ``logits / T`` (from log-probabilities for a softmax output)."""
-        outputs = ops.cast(self.model(inputs, training=False), "float32")
+        outputs = ops.cast(outputs, "float32")
         if self.output_kind == "probabilities":
             outputs = ops.log(ops.maximum(outputs, _PROBABILITY_FLOOR))
         return self._scale(outputs)
@@ -436,8 +533,8 @@ class _ServingPlan:
             logits = logits / self.temperature
         return logits
 
-    def outputs(self, logits):
-        """Every served output from the served logits."""
+    def outputs(self, logits, detector_input=None):
+        """Every served output from the served logits (and the detector's input)."""
         if self.calibrator is None:
             probabilities = ops.softmax(logits, axis=-1)
             entropy = -scores_lib.negative_entropy(logits)
@@ -454,7 +551,8 @@ class _ServingPlan:
             "entropy": entropy,
         }
         if self.score_fn is not None:
-            score = ops.cast(self.score_fn(logits), "float32")
+            score = ops.cast(self.score_fn(logits if self.detector is None else detector_input),
+                             "float32")
             result["ood_score"] = score
             if self.threshold is not None:
                 result["is_ood"] = ops.less(score, ops.cast(self.threshold, "float32"))
@@ -468,7 +566,8 @@ class _ServingPlan:
         return result
 
     def serve(self, inputs):
-        return self.outputs(self.logits(inputs))
+        outputs, detector_input = self.forward(inputs)
+        return self.outputs(self.logits(outputs), detector_input)
 
     def serve_mc(self, inputs):
         return self.outputs(self.mc_logits(inputs))
@@ -486,10 +585,12 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             so write to a numbered folder, e.g. ``"models/digits/1"``.
         ood_score: ``"auto"`` (the head's recommended score, MSP for other outputs), a score name
             from :data:`keras_vc.scores.SCORES`, a function of logits written with ``keras.ops``,
-            or None for no ``ood_score`` output.
+            a fitted, exportable :mod:`keras_vc.detectors` detector (the served score is its
+            ``score``; see "Post-hoc detectors" in the module docstring), or None for no
+            ``ood_score`` output.
         ood_threshold: optional float; adds the boolean output ``is_ood = ood_score <
             ood_threshold``. Compute it with :func:`fit_ood_threshold` on in-distribution
-            validation data.
+            validation data, with the same ``ood_score``.
         mc_samples: optional int >= 1, only for a head with a latent (``has_latent = True``):
             adds the signature ``serve_mc`` that averages the class probabilities over that many
             latent draws.
@@ -511,7 +612,10 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             a score, an unknown score name, ``mc_samples < 1`` or ``mc_samples`` for a head
             without a latent, a temperature for a head that applies its own, a temperature
             with a calibrator, a calibrator that is unfitted, not exportable or on another K,
-            a conformal predictor that is unfitted or fitted on another K.
+            a conformal predictor that is unfitted or fitted on another K; a detector as
+            ``ood_score`` that is not fitted, not exportable, built on another model, fitted
+            without a model on a layer this model lacks or on another feature width, or
+            combined with ``mc_samples``.
 
     Example:
         >>> info = export_for_serving(model, "models/digits/1",     # doctest: +SKIP
@@ -626,7 +730,8 @@ def fit_ood_threshold(model, x_in, *, tpr=0.95, ood_score="auto", mc_samples=Non
         x_in: in-distribution validation inputs.
         tpr: fraction of in-distribution inputs to accept, in (0, 1]; 0.95 by default.
         ood_score, mc_samples, temperature, output_kind: the values you will pass to
-            :func:`export_for_serving` (``mc_samples`` scores as the ``serve_mc`` signature does).
+            :func:`export_for_serving` (``mc_samples`` scores as the ``serve_mc`` signature does;
+            ``ood_score`` may be a fitted detector, as there).
         batch_size: rows per forward pass.
 
     Returns:

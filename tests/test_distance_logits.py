@@ -87,10 +87,52 @@ def test_rank_3_inputs():
     assert layer.compute_output_shape((2, 4, 9)) == (2, 4, 6)
 
 
-def test_zero_feature_is_equidistant_from_every_prototype():
+@pytest.mark.parametrize("norm", [0.0, 1e-20, 1e-13])
+def test_zero_feature_is_at_distance_one_from_every_prototype(norm):
+    """As in the reference for a zero feature (``normalize(0) = 0``, ``||0 - q|| = 1``); features
+    of norm below 1e-12 count as zero (they used to give sqrt(2), or vectors of norm < 1)."""
     layer = make_layer("isomax_plus")
-    out = layer(np.zeros((1, 9), "float32")).numpy()
-    np.testing.assert_allclose(out, np.full((1, 6), -10.0 * 2.5 * np.sqrt(2.0)), rtol=1e-5)
+    features = np.full((1, 9), norm / 3.0, "float32")
+    out = layer(features).numpy()
+    np.testing.assert_allclose(out, np.full((1, 6), -10.0 * 2.5), rtol=1e-6)
+
+
+def test_logits_and_gradients_near_a_prototype():
+    """At distance 1e-4 from the nearest prototype, logits and gradients (features, prototypes,
+    distance scale) within 1e-3 of float64; the matrix-product distance alone was 60-90x off."""
+    layer = make_layer("isomax_plus", distance_scale=-2.5)
+    prototypes = layer.prototypes.numpy().astype(np.float64)
+    rng = np.random.default_rng(6)
+    classes = np.array([0, 3, 5, 3])
+    unit = prototypes[classes] / np.linalg.norm(prototypes[classes], axis=1, keepdims=True)
+    orthogonal = rng.normal(size=unit.shape)
+    orthogonal -= (orthogonal * unit).sum(1, keepdims=True) * unit
+    orthogonal /= np.linalg.norm(orthogonal, axis=1, keepdims=True)
+    features = ((unit + 1e-4 * orthogonal) * np.array([[0.7], [1.0], [2.0], [5.0]]))
+    features = features.astype("float32")
+    weights = rng.normal(size=(4, 6))
+    # float64 NumPy: logits = -10 |s| d with d = ||u - q||; analytic gradients of sum(w * logits).
+    f, p = features.astype(np.float64), prototypes
+    f_norm = np.linalg.norm(f, axis=1, keepdims=True)
+    p_norm = np.linalg.norm(p, axis=1, keepdims=True)
+    u, q = f / f_norm, p / p_norm
+    difference = u[:, None] - q[None]
+    distance = np.linalg.norm(difference, axis=-1)
+    direction = (-25.0 * weights)[..., None] * difference / distance[..., None]
+    grad_u, grad_q = direction.sum(1), -direction.sum(0)
+    expected = [-25.0 * distance,
+                (grad_u - (grad_u * u).sum(1, keepdims=True) * u) / f_norm,
+                (grad_q - (grad_q * q).sum(1, keepdims=True) * q) / p_norm,
+                np.sign(-2.5) * -10.0 * (weights * distance).sum()]
+    inputs = tf.constant(features)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        logits = layer(inputs)
+        loss = tf.reduce_sum(logits * tf.constant(weights, tf.float32))
+    gradients = tape.gradient(loss, [inputs, layer.prototypes, layer.distance_scale])
+    actual = [logits.numpy()] + [tf.convert_to_tensor(g).numpy() for g in gradients]
+    for name, a, b in zip(["logits", "features", "prototypes", "distance_scale"], actual, expected):
+        assert np.abs(a - b).max() <= 1e-3 * np.abs(b).max(), name
 
 
 def test_no_batch_by_classes_by_features_tensor():

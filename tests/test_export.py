@@ -22,6 +22,7 @@ from keras import ops
 
 from keras_vc import calibration
 from keras_vc import conformal
+from keras_vc import detectors
 from keras_vc import export
 from keras_vc.layers import head as head_lib
 from model_fixtures import subclassed_classifier
@@ -176,6 +177,29 @@ def _assert_outputs(actual, expected, where):
             np.testing.assert_array_equal(got, value, err_msg=f"{where}/{name}")
 
 
+def _np_mahalanobis(train, labels, test, num_classes):
+    """max_k -(h - mu_k)^T pinv(Sigma) (h - mu_k), Sigma the shared covariance over N."""
+    means = np.stack([train[labels == k].mean(axis=0) for k in range(num_classes)])
+    centred = train - means[labels]
+    precision = np.linalg.pinv(centred.T @ centred / len(train), rcond=1e-10, hermitian=True)
+    diff = test[:, None, :] - means[None]
+    return -np.einsum("nkd,de,nke->nk", diff, precision, diff).min(axis=1)
+
+
+def _np_knn(train, test, k):
+    """Minus the distance to the k-th nearest L2-normalised training feature."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    distances = np.linalg.norm(test[:, None, :] - train[None], axis=-1)
+    return -np.sort(distances, axis=1)[:, k - 1]
+
+
+def _hidden(model, x):
+    """Activations of the layer before the head (float64)."""
+    return keras.Model(model.inputs[0], model.layers[-2].output).predict(
+        x, verbose=0).astype(np.float64)
+
+
 def _threshold_by_hand(values, tpr):
     ordered = np.sort(np.asarray(values, dtype=np.float64))[::-1]
     return ordered[int(np.ceil(tpr * ordered.size - 1e-9)) - 1]
@@ -293,6 +317,43 @@ def exported(tmp_path_factory):
         info=info, model=softmax, conformal=randomised, reference=cases["softmax"]["reference"],
         set_bounds=(randomised.predict(probs, uniform=np.ones(len(x))),
                     randomised.predict(probs, uniform=np.zeros(len(x)))))
+
+    # (h) Dense logits + temperature + Mahalanobis on the head's input (layer=None), built on
+    # the model: the served score is the detector's, the temperature moves only the
+    # probabilities.
+    mahalanobis = detectors.Mahalanobis(dense).fit(x_fit, y_fit)
+    threshold = export.fit_ood_threshold(dense, x_val, ood_score=mahalanobis, temperature=1.7)
+    np.testing.assert_allclose(
+        threshold, _threshold_by_hand(mahalanobis.score(x_val), 0.95), rtol=1e-6)
+    info = export.export_for_serving(dense, root / "mahalanobis" / "1", ood_score=mahalanobis,
+                                     ood_threshold=threshold, temperature=1.7)
+    scores = mahalanobis.score(x)
+    np.testing.assert_allclose(scores, _np_mahalanobis(_hidden(dense, x_fit), y_fit,
+                                                       _hidden(dense, x), NUM_CLASSES),
+                               rtol=1e-4, atol=1e-4)
+    reference = _np_reference(dense.predict(x, verbose=0) / 1.7, "msp")
+    reference.update(ood_score=scores, is_ood=scores < threshold)
+    cases["mahalanobis"] = dict(info=info, model=dense, detector=mahalanobis,
+                                reference=reference)
+
+    # (i) Softmax output + KNN fitted on features without a model (fit_features), on a named
+    # layer: the export attaches it to the model (as load(path, model) would).
+    layer = softmax.layers[-2].name
+    knn = detectors.KNN(layer=layer, k=5).fit_features(_hidden(softmax, x_fit))
+    threshold = export.fit_ood_threshold(softmax, x_val, ood_score=knn)
+    np.testing.assert_allclose(
+        threshold, _threshold_by_hand(knn.score_features(_hidden(softmax, x_val)), 0.95),
+        rtol=1e-6)
+    info = export.export_for_serving(softmax, root / "knn" / "1", ood_score=knn,
+                                     ood_threshold=threshold)
+    assert knn.model is None  # the user's detector is left as it was
+    scores = knn.score_features(_hidden(softmax, x))
+    np.testing.assert_allclose(scores, _np_knn(_hidden(softmax, x_fit), _hidden(softmax, x), 5),
+                               rtol=1e-4, atol=1e-5)
+    reference = _np_reference(np.log(softmax.predict(x, verbose=0)), "msp")
+    reference.update(ood_score=scores, is_ood=scores < threshold)
+    assert 0 < reference["is_ood"].sum() < len(x)  # the threshold splits the test inputs
+    cases["knn"] = dict(info=info, model=softmax, detector=knn, reference=reference)
     for case in cases.values():
         case["x"] = x
     return cases
@@ -379,7 +440,7 @@ def fresh_process(exported, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["dense", "softmax", "distance", "latent", "vector",
-                                  "isotonic", "randomised"])
+                                  "isotonic", "randomised", "mahalanobis", "knn"])
 def test_fresh_process_serves_the_in_process_outputs(exported, fresh_process, name):
     case = exported[name]
     assert fresh_process["report"]["modules"] == []
@@ -422,7 +483,8 @@ def test_serving_outputs_matches_numpy_in_process(exported):
         info = case["info"]
         temperature = (None if info.temperature_applied_by_head or info.calibrator
                        else info.temperature)
-        score = "auto" if info.temperature_applied_by_head else info.ood_score
+        score = case.get("detector",
+                         "auto" if info.temperature_applied_by_head else info.ood_score)
         outputs = export.serving_outputs(case["model"], case["x"], ood_score=score,
                                          ood_threshold=info.ood_threshold,
                                          temperature=temperature, batch_size=7,
@@ -461,6 +523,12 @@ def test_export_description(exported):
     for info in (vector, isotonic, randomised):
         assert info.signatures["serving_default"][-2:] == ("prediction_set", "set_size")
         assert info.signatures["serve"] == info.signatures["serving_default"]
+    mahalanobis, knn = exported["mahalanobis"], exported["knn"]
+    assert mahalanobis["info"].ood_score == (
+        f"mahalanobis(layer={mahalanobis['model'].layers[-2].name})")
+    assert knn["info"].ood_score == f"knn(layer={knn['model'].layers[-2].name})"
+    for info in (mahalanobis["info"], knn["info"]):
+        assert info.signatures["serving_default"][-2:] == ("ood_score", "is_ood")
 
 
 def test_threshold_keeps_the_requested_true_positive_rate(exported):
@@ -690,3 +758,41 @@ def test_bad_calibrator_and_conformal_arguments(plain_and_latent, tmp_path):
         export.serving_outputs(model, np.zeros((2, INPUT_DIM), "float32"), conformal=lac3)
     assert export.serving_outputs(model, np.zeros((2, INPUT_DIM), "float32"),
                                   calibrator=vector, conformal=lac)["set_size"].dtype == np.int32
+
+
+def test_bad_detector_arguments(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = _classifier(keras.layers.Dense(NUM_CLASSES), hidden=5)
+    other = _classifier(keras.layers.Dense(NUM_CLASSES), hidden=5)
+    softmax = _classifier(keras.layers.Dense(NUM_CLASSES, activation="softmax"), hidden=5)
+    latent = _classifier(StandInLatentHead(NUM_CLASSES))
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(30, INPUT_DIM)).astype("float32")
+    y = np.arange(30) % NUM_CLASSES
+    features = rng.normal(size=(30, 5))
+    cases = [
+        (model, dict(ood_score=detectors.Mahalanobis(model)), "`ood_score` Mahalanobis is not "
+         "fitted"),
+        (model, dict(ood_score=detectors.ODIN(model)),
+         "`ood_score` ODIN cannot be exported: with epsilon=0.0014 its `score` perturbs"),
+        (model, dict(ood_score=detectors.Mahalanobis(model, epsilon=0.001).fit(x, y)),
+         "Mahalanobis cannot be exported: with epsilon=0.001"),
+        (model, dict(ood_score=detectors.KNN(other, k=3).fit(x)),
+         "was built on another model"),
+        (model, dict(ood_score=detectors.Mahalanobis(layer="no_such_layer").fit_features(
+            features, y)), "built without a model\\) does not fit this model: .*no_such_layer"),
+        (model, dict(ood_score=detectors.Mahalanobis().fit_features(features[:, :3], y)),
+         "does not fit this model: .*fitted on width 3"),
+        (softmax, dict(ood_score=detectors.Energy()), "Energy needs logits"),
+        (latent, dict(ood_score=detectors.Energy(latent), mc_samples=4),
+         "`mc_samples` cannot be combined with a detector"),
+    ]
+    for which, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            export.export_for_serving(which, tmp_path / "bad", **kwargs)
+        assert not (tmp_path / "bad").exists()
+    unfitted = detectors.KNN(model)
+    with pytest.raises(ValueError, match="`ood_score` KNN is not fitted"):
+        export.serving_outputs(model, x, ood_score=unfitted)
+    with pytest.raises(ValueError, match="`ood_score` KNN is not fitted"):
+        export.fit_ood_threshold(model, x, ood_score=unfitted)

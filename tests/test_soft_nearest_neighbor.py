@@ -1,9 +1,12 @@
 """The soft nearest neighbor loss against a brute-force NumPy evaluation of the paper's formula."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from keras_vc.losses import REFERENCE_CAP
@@ -11,6 +14,7 @@ from keras_vc.losses import SoftNearestNeighborLoss
 from keras_vc.losses import optimized_temperature_loss
 from keras_vc.losses import soft_nearest_neighbor_loss
 from keras_vc.losses import temperature_free_soft_nearest_neighbor_loss
+from keras_vc.losses import soft_nearest_neighbor as snnl_lib
 
 
 def brute_force_snnl(features, labels, temperature, distance, epsilon=0.0):
@@ -34,16 +38,25 @@ def brute_force_snnl(features, labels, temperature, distance, epsilon=0.0):
     return float(np.mean(terms)) if terms else 0.0
 
 
-def log_space_snnl(features, labels, temperature):
-    """The same formula in float64 log space (scipy), valid where exp underflows."""
+def log_space_snnl(features, labels, temperature, cap=None):
+    """The same formula in float64 log space (scipy), valid where exp underflows; ``cap``: each
+    row ``r`` becomes ``-log(exp(-cap) + exp(-r))``."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     a = -d / temperature
     eye = np.eye(len(x), dtype=bool)
     same = (labels[:, None] == labels[None, :]) & ~eye
-    terms = [logsumexp(a[i][~eye[i]]) - logsumexp(a[i][same[i]])
-             for i in range(len(x)) if same[i].any()]
+    terms = np.array([logsumexp(a[i][~eye[i]]) - logsumexp(a[i][same[i]])
+                      for i in range(len(x)) if same[i].any()])
+    if cap is not None:
+        terms = -np.logaddexp(-cap, -terms)
     return float(np.mean(terms))
+
+
+def log_t_derivatives(features, labels, base, t, cap=None, h=1e-3):
+    """f'(s), f''(s) of SNNL at T = base / exp(s), s = log t, by central differences in float64."""
+    f = [log_space_snnl(features, labels, base / (t * np.exp(k * h)), cap) for k in (-1, 0, 1)]
+    return (f[2] - f[0]) / (2 * h), (f[2] - 2 * f[1] + f[0]) / h ** 2
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +92,34 @@ def test_label_formats_and_flattening_agree(batch):
     assert float(soft_nearest_neighbor_loss(flat, labels, 2.0)) == pytest.approx(reference, 1e-6)
 
 
-def test_no_row_with_a_partner_gives_zero():
+def test_no_row_with_a_partner_gives_zero_and_a_warning():
     features = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
-    assert float(soft_nearest_neighbor_loss(features, [0, 1, 2, 3], 1.0)) == 0.0
+    with pytest.warns(UserWarning, match=r"all 4 rows .*100%.* K \+ 1 samples"):
+        assert float(soft_nearest_neighbor_loss(features, [0, 1, 2, 3], 1.0)) == 0.0
+    with pytest.warns(UserWarning, match="all 4 rows"):  # tensor labels, eager
+        optimized_temperature_loss(features, tf.constant([3, 1, 2, 0]), 1.0, 1.0)
+    with pytest.warns(UserWarning, match="all 4 rows"):
+        SoftNearestNeighborLoss(1.0)(tf.one_hot([0, 1, 2, 3], 4), features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one pair is enough: no warning
+        soft_nearest_neighbor_loss(features, [0, 1, 2, 0], 1.0)
+        soft_nearest_neighbor_loss(features, tf.constant([0, 1, 1, 2]), 1.0)
+
+
+def test_no_pair_warning_at_trace_time():
+    """Traced with tensor labels, only a batch of fewer than 2 rows is certain to have no pair;
+    NumPy labels are checked whatever the features."""
+    features = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="batch of 1 row"):
+        tf.function(lambda x, y: soft_nearest_neighbor_loss(x, y, 1.0)).get_concrete_function(
+            tf.TensorSpec((1, 3)), tf.TensorSpec((1,), tf.int32))
+    with pytest.warns(UserWarning, match="all 4 rows"):
+        traced = tf.function(lambda x: soft_nearest_neighbor_loss(x, np.arange(4), 1.0))
+        traced.get_concrete_function(tf.TensorSpec((4, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tf.function(lambda x, y: soft_nearest_neighbor_loss(x, y, 1.0)).get_concrete_function(
+            tf.TensorSpec((4, 3)), tf.TensorSpec((4,), tf.int32))
 
 
 def test_finite_with_finite_gradient_at_large_squared_distances():
@@ -130,23 +168,136 @@ def test_loss_class_trains_an_embedding_output():
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-def test_optimized_temperature_step(batch):
+@pytest.fixture(scope="module")
+def entangled():
+    """Three overlapping classes, scaled to a median squared distance of 1."""
+    rng = np.random.default_rng(12)
+    labels = np.repeat(np.arange(3), 11)[:32]
+    features = rng.normal(size=(32, 8)) + rng.normal(size=(3, 8))[labels]
+    d = ((features[:, None] - features[None]) ** 2).sum(-1)
+    return features / np.sqrt(np.median(d[d > 0])), labels
+
+
+@pytest.mark.parametrize("cap", [None, REFERENCE_CAP, 0.5])
+def test_log_temperature_derivatives_match_finite_differences(batch, cap):
     features, labels = batch
-    base, t, rate = 5.0, 1.3, 0.05
+    base = 5.0
+    distances, sparse = snnl_lib._prepare(features, labels, "squared_euclidean")
+    for t in (0.2, 1.3, 20.0):
+        expected = log_t_derivatives(features, labels, base, t, cap)
+        actual = snnl_lib._log_temperature_derivatives(distances, sparse, t / base, cap)
+        np.testing.assert_allclose([float(a) for a in actual], expected, rtol=1e-4, atol=1e-6)
 
-    def at(inverse):
-        return brute_force_snnl(features, labels, base / inverse, "squared_euclidean")
 
-    value, updated = optimized_temperature_loss(features, labels, base, t, rate)
-    numeric_gradient = (at(t + 1e-4) - at(t - 1e-4)) / 2e-4
-    np.testing.assert_allclose(float(updated), t - rate * numeric_gradient, rtol=1e-4)
-    np.testing.assert_allclose(float(value), at(float(updated)), rtol=1e-5)
-    assert float(value) < at(t)  # one step that *minimises* SNNL
+@pytest.mark.parametrize("cap", [None, REFERENCE_CAP])
+def test_optimized_temperature_step_is_a_damped_newton_step_on_log_t(batch, entangled, cap):
+    """Where SNNL is convex in log t: ``t * exp(-rate * f' / f'')`` (derivatives from NumPy),
+    the Newton step bounded by ``MAX_LOG_STEP``."""
+    features, labels = entangled[0].astype(np.float32), entangled[1]
+    near_optimum = features, labels, 100.0, 1.05 * minimising_inverse_temperature(
+        features, labels, 100.0)
+    far = batch[0], batch[1], 5.0, 1.3  # SNNL grows with t here: the optimum is t -> 0
+    for (features, labels, base, t), bounded in ((near_optimum, False), (far, True)):
+        first, second = log_t_derivatives(features, labels, base, t, cap)
+        assert second > 0 and (abs(first / second) > snnl_lib.MAX_LOG_STEP) == bounded
+        _, updated = optimized_temperature_loss(features, labels, base, t, 0.5, cap=cap)
+        newton = np.clip(-first / second, -snnl_lib.MAX_LOG_STEP, snnl_lib.MAX_LOG_STEP)
+        np.testing.assert_allclose(float(updated), t * np.exp(0.5 * newton), rtol=1e-5)
+    features, labels = batch
+    base, t, rate = 5.0, 1.3, 0.5
+    value, updated = optimized_temperature_loss(features, labels, base, t, rate, cap=cap)
+    np.testing.assert_allclose(float(value), log_space_snnl(
+        features, labels, base / float(updated), cap), rtol=1e-5)
+    assert float(value) < log_space_snnl(features, labels, base / t, cap)  # it minimises SNNL
     # The returned loss is a constant in t: no gradient reaches the inverse temperature.
     variable = tf.Variable(t)
     with tf.GradientTape() as tape:
-        loss, _ = optimized_temperature_loss(features, labels, base, variable, rate)
+        loss, _ = optimized_temperature_loss(features, labels, base, variable, rate, cap=cap)
     assert tape.gradient(loss, variable) is None
+    _, kept = optimized_temperature_loss(features, labels, base, t, 0.0, cap=cap)
+    assert float(kept) == pytest.approx(t, rel=1e-6)
+
+
+def test_optimized_temperature_step_where_snnl_is_concave(entangled):
+    """Where f'' <= 0 the step is ``rate * MAX_LOG_STEP`` downhill."""
+    features, labels = entangled
+    features = features.astype(np.float32)
+    # T = 100 >> the squared distances (~1): SNNL falls linearly in t, concave in log t.
+    base, t, rate = 100.0, 1.0, 0.3
+    first, second = log_t_derivatives(features, labels, base, t)
+    assert second < 0 and first < 0
+    _, updated = optimized_temperature_loss(features, labels, base, t, rate)
+    expected = t * np.exp(-np.sign(first) * rate * snnl_lib.MAX_LOG_STEP)
+    np.testing.assert_allclose(float(updated), expected, rtol=1e-5)
+
+
+def test_optimized_temperature_line_search_never_increases_snnl(entangled):
+    """A rate of 30 overshoots the minimum from either side; the line search shortens the step
+    until SNNL does not increase."""
+    features, labels = entangled
+    features = features.astype(np.float32)
+    base, rate = 100.0, 30.0
+    optimum = minimising_inverse_temperature(features, labels, base)
+    for t in (optimum / 3.0, optimum * 3.0):
+        _, updated = optimized_temperature_loss(features, labels, base, t, rate)
+        step = abs(np.log(float(updated) / t))
+        assert 0 < step < rate * snnl_lib.MAX_LOG_STEP / 1.5  # shortened
+        assert (log_space_snnl(features, labels, base / float(updated))
+                <= log_space_snnl(features, labels, base / t))
+
+
+def minimising_inverse_temperature(features, labels, base):
+    """argmin_t SNNL(base / t) in float64 NumPy: a log grid, then a bounded 1-D search."""
+    grid = np.linspace(np.log(1e-4), np.log(1e8), 121)
+    values = [log_space_snnl(features, labels, base / np.exp(s)) for s in grid]
+    best = int(np.argmin(values))
+    assert 0 < best < len(grid) - 1, "the minimum must be inside the grid"
+    result = minimize_scalar(lambda s: log_space_snnl(features, labels, base / np.exp(s)),
+                             bounds=(grid[best - 1], grid[best + 1]), method="bounded",
+                             options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
+# One trace for every scale (features and labels are arguments).
+full_step = tf.function(lambda features, labels, t: optimized_temperature_loss(
+    features, labels, 100.0, t, 1.0))
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2, 1e5])
+def test_repeated_temperature_steps_converge_at_every_scale(entangled, scale):
+    """From t = 1 with T0 = 100, repeated steps on fixed data never increase SNNL and settle at
+    its minimiser over t, at squared distances from 1e-2 to 1e5. The reference's gradient step
+    threw t to its floor and then to ~46 (SNNL 1.1 -> 239) at 1e5, and did not move at 1e-2."""
+    features, labels = entangled
+    features = (features * np.sqrt(scale)).astype(np.float32)
+    optimum = minimising_inverse_temperature(features, labels, 100.0)
+    t, losses, inverse = tf.constant(1.0), [], [1.0]
+    for _ in range(160):  # up to 0.1 in log t per step: 12 decades of e take 120 steps
+        loss, t = full_step(features, labels, t)
+        losses.append(float(loss))
+        inverse.append(float(t))
+    assert np.all(np.diff(losses) <= 1e-6 * abs(losses[0]))
+    assert abs(np.log(inverse[-1] / optimum)) < 1e-2
+    assert np.abs(np.diff(np.log(inverse[-5:]))).max() < 1e-3  # settled, no cycle
+    best = log_space_snnl(features, labels, 100.0 / optimum)
+    assert losses[-1] == pytest.approx(best, rel=1e-4)
+
+
+def test_damped_temperature_steps_approach_the_minimiser_monotonically(entangled):
+    """With the reference's rate 0.1 (a tenth of the bounded Newton step) t moves towards the
+    minimiser without overshooting, at squared distances of 1e5 (where the reference's step
+    cycled)."""
+    features, labels = entangled
+    features = (features * np.sqrt(1e5)).astype(np.float32)
+    optimum = minimising_inverse_temperature(features, labels, 100.0)
+    step = tf.function(lambda t: optimized_temperature_loss(features, labels, 100.0, t, 0.1))
+    start = 10.0 * optimum
+    t, inverse = tf.constant(start, tf.float32), [start]
+    for _ in range(300):
+        t = step(t)[1]
+        inverse.append(float(t))
+    assert np.all(np.diff(inverse) <= 0) and inverse[-1] > optimum * 0.999
+    assert abs(np.log(inverse[-1] / optimum)) < 0.02  # from log(10) = 2.3
 
 
 @pytest.mark.parametrize("temperature", [0.05, 0.5, 5.0])

@@ -93,6 +93,7 @@ def build_parser():
     # --- speed subcommand (keras_vc/benchmark/speed.py) ---
     _add_speed_parser(commands)
     # --- end speed subcommand ---
+    _add_evaluate_parser(commands)
     return parser
 
 
@@ -261,6 +262,73 @@ def _speed(args):
 # --- end speed subcommand ---
 
 
+# --- evaluate subcommand (keras_vc/evaluation/) ---
+def _ood_pair(text):
+    name, sep, data = text.partition("=")
+    if not sep or not name.strip() or not data.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=DATA (an .npz file, folder:PATH or "
+                                         f"tfds:NAME), got {text!r}")
+    return name.strip(), data.strip()
+
+
+def _add_evaluate_parser(commands):
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a trained .keras classifier on your data, without retraining",
+        description="Calibration (before / after a temperature fitted on --val), OOD detection "
+                    "of the post-hoc detectors on each --ood set, and conformal coverage of a "
+                    "trained .keras classifier: a table on stdout, evaluate.json, evaluate.md "
+                    "and reliability PNGs in --out. DATA is an .npz file (arrays x, y), "
+                    "folder:PATH (one sub-folder of images per class) or tfds:NAME (prepared).")
+    evaluate.add_argument("model", help="the trained model (.keras file)")
+    evaluate.add_argument("--test", required=True, metavar="DATA", help="labelled test data")
+    evaluate.add_argument("--val", default=None, metavar="DATA",
+                          help="labelled validation data: fits the temperature, the conformal "
+                               "threshold and (without --train) the feature detectors; without "
+                               "it those parts are skipped")
+    evaluate.add_argument("--train", default=None, metavar="DATA",
+                          help="labelled training data to fit the feature detectors on")
+    evaluate.add_argument("--ood", type=_ood_pair, action="append", default=[],
+                          metavar="NAME=DATA", help="an OOD set (repeat for several; labels "
+                                                    "not needed)")
+    evaluate.add_argument("--alpha", type=float, default=0.1,
+                          help="conformal miscoverage in (0, 1) (default 0.1)")
+    evaluate.add_argument("--conformal-scores", type=_csv, default=None, metavar="SCORES",
+                          help="comma-separated conformal scores (default: aps,raps,lac)")
+    evaluate.add_argument("--detectors", type=_csv, default=None,
+                          help="comma-separated OOD detectors (default: head,msp,max_logit,"
+                               "energy,gen,mahalanobis,rmds,knn,vim,react)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+    evaluate.add_argument("--out", default="reports/evaluate",
+                          help="output folder (default: reports/evaluate)")
+    evaluate.add_argument("--data-dir", default=None,
+                          help="TensorFlow Datasets data directory (tfds: only)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _evaluate(args):
+    from keras_vc.evaluation import api
+    from keras_vc.evaluation import figures
+    from keras_vc.evaluation import report as report_lib
+
+    names = [name for name, _ in args.ood]
+    if len(set(names)) != len(names):
+        raise _UsageError(f"--ood names must differ, got {names}")
+    try:
+        report = api.evaluate(
+            args.model, args.test, val_data=args.val, ood_data=dict(args.ood) or None,
+            train_data=args.train, alpha=args.alpha,
+            conformal_scores=args.conformal_scores or figures.CONFORMAL_SCORES,
+            detectors=args.detectors or figures.DEFAULT_DETECTORS, out_dir=args.out,
+            batch_size=args.batch_size, data_dir=args.data_dir, verbose=0 if args.quiet else 1)
+    except ValueError as error:
+        raise _UsageError(str(error))
+    print()
+    print(report_lib.format_markdown(report))
+    print(f"Reports written to {args.out}/: {', '.join(report['files'])}")
+    return 0
+# --- end evaluate subcommand ---
+
+
 def main(argv=None):
     """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -278,6 +346,8 @@ def main(argv=None):
         if args.command == "speed":
             return _speed(args)
         # --- end speed subcommand ---
+        if args.command == "evaluate":
+            return _evaluate(args)
     except (_UsageError, DatasetError) as error:
         print(f"keras-vc {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -26,7 +26,12 @@ How it is computed here (and why):
   have at least one partner (0, with zero gradient, if no row has one). The authors' code instead
   gives such a row the constant ``-log(1e-5)`` with zero gradient (a batch-composition-dependent
   offset); TensorFlow Similarity sets it to 0 but still divides by ``b``. Leaving it out keeps the
-  value independent of how many singletons a batch happens to contain.
+  value independent of how many singletons a batch happens to contain. A batch in which *no* row
+  has a partner gets a ``UserWarning`` (Python's default filter shows it once per call site and
+  batch size): with ``K`` classes, a batch of at least ``K + 1`` samples always holds a pair. The
+  check needs the labels' values: it runs on eager calls and on NumPy labels; inside a traced
+  function (``fit``, ``tf.function``, ``jit``) with tensor labels it can only catch a static
+  batch size below 2.
 * **Cap (for maximisation).** Eq. 1 is unbounded above: a network that *maximises* it can push
   same-class points ever further apart relative to the others, and at some point does (in our
   100-epoch MNIST-1D runs, 2 of 3 seeds of ``EntanglementModel(direction="maximize")`` blew their
@@ -40,9 +45,25 @@ How it is computed here (and why):
 
 Temperature: either fixed, or optimised as in the authors' ``optimized_temp_SNNL``
 (:func:`optimized_temperature_loss`): ``T = T0 / t`` with an inverse temperature ``t`` that takes
-one gradient step *minimising* SNNL per evaluation, separately from the network's optimiser; or,
-for analysis, the temperature-free ``min_T SNNL`` of the paper
+one step *minimising* SNNL per evaluation, separately from the network's optimiser; or, for
+analysis, the temperature-free ``min_T SNNL`` of the paper
 (:func:`temperature_free_soft_nearest_neighbor_loss`).
+
+**Deviation from the reference in the temperature step.** The reference takes a plain gradient
+step, ``t <- t - 0.1 * dSNNL/dt``. ``dSNNL/dt`` has the units of ``d / T0``, so the step is not
+scale-free: at squared distances of ~1e5 (flattened activations, ``T0 = 100``) one step throws
+``t`` from 1 through zero (to the floor), the next to ~46 (SNNL 1.1 -> 239), and without a cap it
+cycles; at squared distances of ~1e-2 ``t`` does not move at all. Here the step is a damped,
+bounded, safeguarded Newton step on ``log t``. With ``s = log t`` and ``f(s)`` the (capped) SNNL,
+the closed-form derivatives ``f'``, ``f''`` depend only on ``d t / T0``, so the step is the same at
+every scale of the distances. The direction is the Newton step ``-f' / f''`` where ``f'' > 0``
+(else ``MAX_LOG_STEP`` downhill), bounded by ``MAX_LOG_STEP = 0.1`` in ``|log t|`` and multiplied
+by ``learning_rate``; a backtracking line search (that step times 1, 1/2, ..., 1/16, or 0,
+evaluated in one batched pass) takes the largest of those that does not increase SNNL. On fixed
+data, repeated steps therefore never increase SNNL and settle at its minimum over ``t`` (or drift
+towards ``t -> 0`` / ``inf`` when the minimum is at ``T -> inf`` / ``0``), at most ~10% per step
+at ``learning_rate=1`` (1% at the reference's 0.1). The purpose is the reference's: ``t`` moves to
+minimise SNNL at every training step and is not trained by the optimiser.
 
 Example:
 
@@ -53,6 +74,8 @@ keras_vc.losses.soft_nearest_neighbor_loss(features, labels, temperature=100.0)
 keras_vc.losses.soft_nearest_neighbor_loss(features, labels, temperature=0.5, distance="cosine")
 ```
 """
+
+import warnings
 
 import keras
 import numpy as np
@@ -67,10 +90,15 @@ DISTANCES = ("squared_euclidean", "cosine")
 # excluded pair contributes exp(-1e30) = 0; it stays finite in float32, so gradients through
 # `where` stay finite too (-inf would give NaN gradients for rows with nothing left).
 _MASK_LOGIT = -1e30
-# The optimised inverse temperature is kept above this value. The reference does not guard it;
-# a step taken while the representation is entangled can push it through zero, which would flip
-# the sign of every distance.
+# The optimised inverse temperature is kept above this value (T <= 1e4 T0). A step on log t
+# cannot cross zero (the reference's gradient step can, which flips the sign of every distance),
+# but where SNNL is smallest at T -> inf, t would otherwise decay without end.
 MIN_INVERSE_TEMPERATURE = 1e-4
+# Bound on one temperature step at learning_rate=1, in |log t|: t changes by at most ~10% per
+# training step (1% at the default rate 0.1), so that the network's loss landscape never jumps.
+MAX_LOG_STEP = 0.1
+# Fractions of the proposed step tried by the line search (0 last: never increase SNNL).
+_LINE_SEARCH_FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)
 # The bound the authors' STABILITY_EPS = 1e-5 puts on each row: -log(1e-5 + ratio) <= -log(1e-5).
 REFERENCE_CAP = float(-np.log(1e-5))
 
@@ -211,10 +239,56 @@ def _mean_over_valid(terms, valid):
     return ops.sum(terms, axis=-1) / ops.maximum(count, 1.0)
 
 
+def _concrete_labels(raw, labels):
+    """The labels as a NumPy array when their values are known (eager call or NumPy input),
+    else None (inside a traced function)."""
+    if isinstance(raw, (list, tuple, np.ndarray)):
+        array = np.asarray(raw)
+        return array.argmax(axis=-1) if array.ndim == 2 and array.shape[1] > 1 else array.ravel()
+    if keras.backend.is_keras_tensor(labels):
+        return None
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        if not tf.executing_eagerly():
+            return None
+    elif backend == "jax":
+        import jax
+        if isinstance(labels, jax.core.Tracer):
+            return None
+    elif backend == "torch":
+        import torch
+        if torch.compiler.is_compiling():
+            return None
+    return ops.convert_to_numpy(labels)
+
+
+def _warn_without_pairs(raw, labels, stacklevel):
+    """Warns when no row of the batch has a same-class partner (SNNL is then 0, no gradient)."""
+    values = _concrete_labels(raw, labels)
+    if values is None:
+        rows = labels.shape[0]
+        if rows is None or rows >= 2:
+            return
+        detail = f"a batch of {rows} row(s) has no pair"
+    else:
+        rows = int(values.size)
+        if rows == 0 or np.unique(values).size < rows:
+            return
+        detail = f"all {rows} rows of this batch (100%) have distinct labels"
+    warnings.warn(
+        f"Soft nearest neighbor loss: {detail}, so no row has a same-class partner and the loss "
+        "is 0 with zero gradient. With K classes, a batch of at least K + 1 samples guarantees a "
+        "pair; use larger batches (or class-balanced ones).", UserWarning, stacklevel=stacklevel)
+
+
 def _prepare(features, labels, distance):
     check_distance(distance)
     flat = flatten_features(features)
+    raw = labels
     labels = sparse_labels(labels, flat.shape[0])
+    # _warn -> _prepare -> public function -> its caller.
+    _warn_without_pairs(raw, labels, stacklevel=4)
     return pairwise_distances(flat, distance), labels
 
 
@@ -249,47 +323,83 @@ def soft_nearest_neighbor_loss(features, labels, temperature=100.0, distance="sq
     return _mean_over_valid(cap_row_terms(terms, cap), valid)
 
 
-def _inverse_temperature_gradient(distances, labels, scale, temperature, cap=None):
-    """d SNNL / d t for ``T = temperature / t`` at the current ``scale = t / temperature``.
+def _log_temperature_derivatives(distances, labels, scale, cap=None):
+    """``(f', f'')``: the first two derivatives of SNNL in ``s = log t``, at ``scale = t / T0``.
 
-    With ``A_ij = -d_ij t / T0``, ``d row_i / dt = (E_same[d_i.] - E_all[d_i.]) / T0``, the
-    expectations taken under the softmax weights of the two log-sum-exps; a capped row's
-    derivative is that times ``sigmoid(cap - row_i)``. A closed form, so the temperature step
-    needs no second autodiff pass and runs the same on every backend.
+    With ``a_ij = d_ij t / T0`` and expectations under the softmax weights of the two log-sum-exps
+    of a row, ``row' = E_same[a] - E_all[a]`` and ``row'' = row' + Var_all[a] - Var_same[a]``; a
+    capped row ``c(row)`` has ``c' = g row'`` and ``c'' = g row'' - g (1 - g) row'^2`` with
+    ``g = sigmoid(cap - row)``. Only ``a`` enters: the derivatives do not depend on the scale of
+    the distances. A closed form, so the step needs no second autodiff pass and runs the same on
+    every backend.
     """
-    distances = ops.stop_gradient(distances)
-    logits = -distances * ops.cast(scale, distances.dtype)
+    scaled = ops.stop_gradient(distances) * ops.cast(scale, distances.dtype)
     not_self, same_class = _masks(labels)
-    masked_all = _masked_logits(logits, not_self)
-    masked_same = _masked_logits(logits, same_class)
+    masked_all = _masked_logits(-scaled, not_self)
+    masked_same = _masked_logits(-scaled, same_class)
     log_all = ops.logsumexp(masked_all, axis=1, keepdims=True)
     log_same = ops.logsumexp(masked_same, axis=1, keepdims=True)
     weights_all = ops.exp(masked_all - log_all)  # the softmax weights of the two log-sum-exps
     weights_same = ops.exp(masked_same - log_same)
-    valid = ops.cast(ops.any(same_class, axis=1), distances.dtype)
-    row = ops.sum((weights_same - weights_all) * distances, axis=1) * valid
+    mean_all = ops.sum(weights_all * scaled, axis=1, keepdims=True)
+    mean_same = ops.sum(weights_same * scaled, axis=1, keepdims=True)
+    variance_all = ops.sum(weights_all * ops.square(scaled - mean_all), axis=1)
+    variance_same = ops.sum(weights_same * ops.square(scaled - mean_same), axis=1)
+    first = (mean_same - mean_all)[:, 0]
+    second = first + variance_all - variance_same
     if cap is not None:
-        row = row * ops.sigmoid(cap - (log_all - log_same)[:, 0])
-    return ops.sum(row) / ops.maximum(ops.sum(valid), 1.0) / ops.cast(temperature, distances.dtype)
+        gate = ops.sigmoid(cap - (log_all - log_same)[:, 0])
+        second = gate * second - gate * (1.0 - gate) * ops.square(first)
+        first = gate * first
+    valid = ops.cast(ops.any(same_class, axis=1), distances.dtype)
+    count = ops.maximum(ops.sum(valid), 1.0)
+    return ops.sum(first * valid) / count, ops.sum(second * valid) / count
+
+
+def _updated_inverse_temperature(distances, labels, base, inverse_temperature, learning_rate,
+                                 cap=None):
+    """One damped, safeguarded Newton step on ``log t`` with a backtracking line search (see the
+    module docstring); returns the new ``t >= MIN_INVERSE_TEMPERATURE``."""
+    distances = ops.stop_gradient(distances)
+    dtype = distances.dtype
+    floor = float(np.log(MIN_INVERSE_TEMPERATURE))
+    log_t = ops.log(ops.maximum(inverse_temperature, MIN_INVERSE_TEMPERATURE))
+    first, second = _log_temperature_derivatives(distances, labels, ops.exp(log_t) / base, cap)
+    convex = second > 0
+    newton = ops.clip(-first / ops.where(convex, second, 1.0), -MAX_LOG_STEP, MAX_LOG_STEP)
+    downhill = -ops.sign(first) * MAX_LOG_STEP
+    step = learning_rate * ops.where(convex, newton, downhill)
+    fractions = ops.convert_to_tensor(np.array(_LINE_SEARCH_FRACTIONS), dtype=dtype)
+    candidates = ops.maximum(log_t + step * fractions, floor)
+    scales = ops.reshape(ops.exp(candidates) / base, (-1, 1, 1))
+    terms, valid = row_terms_from_distances(distances, labels, scales)
+    values = _mean_over_valid(cap_row_terms(terms, cap), valid)
+    # The first (largest) step that does not increase SNNL; the last candidate is no step.
+    accepted = ops.cast(values <= values[-1], "int32")
+    return ops.exp(ops.take(candidates, ops.argmax(accepted)))
 
 
 def optimized_temperature_loss(features, labels, temperature, inverse_temperature,
                                learning_rate=0.1, distance="squared_euclidean", cap=None):
-    """SNNL with the authors' optimised temperature (cleverhans ``optimized_temp_SNNL``).
+    """SNNL with an optimised temperature, as in the authors' ``optimized_temp_SNNL``.
 
-    The effective temperature is ``temperature / t``. One gradient step *minimising* SNNL with
-    respect to the inverse temperature ``t`` is taken, ``t <- t - learning_rate * dSNNL/dt``, and
-    SNNL is returned at the updated ``t``. No gradient flows into ``t`` from the returned loss (it
-    is a constant for the caller's optimiser), so maximising SNNL in a composite objective can
-    never push the temperature the wrong way. Deviation from the reference: ``t`` is kept
-    ``>= MIN_INVERSE_TEMPERATURE`` (see there).
+    The effective temperature is ``temperature / t``. One step *minimising* SNNL with respect to
+    the inverse temperature ``t`` is taken and SNNL is returned at the updated ``t``. No gradient
+    flows into ``t`` from the returned loss (it is a constant for the caller's optimiser), so
+    maximising SNNL in a composite objective can never push the temperature the wrong way.
+
+    Deviations from the reference (whose step is ``t <- t - learning_rate * dSNNL/dt``, not
+    scale-free; see the module docstring): the step is ``learning_rate`` times a safeguarded
+    Newton step on ``log t`` bounded by ``MAX_LOG_STEP``, shortened by a line search until SNNL
+    does not increase; ``t`` is kept ``>= MIN_INVERSE_TEMPERATURE``.
 
     Args:
         features: (b, ...) representations.
         labels: (b,), (b, 1) or one-hot labels.
         temperature: the base temperature ``T0 > 0`` (reference default 100).
         inverse_temperature: current ``t`` (scalar tensor or variable value).
-        learning_rate: step size of the update of ``t`` (reference: 0.1); 0 keeps ``t``.
+        learning_rate: multiplies the bounded Newton step (>= 0; 1: the full step, at most
+            ``MAX_LOG_STEP`` in ``|log t|``; the reference's 0.1: a tenth of it); 0 keeps ``t``.
         distance: ``"squared_euclidean"`` or ``"cosine"``.
         cap: None or a number > 0: the row cap (see :func:`soft_nearest_neighbor_loss`), applied
             to the returned loss and to the temperature step alike (as the reference's epsilon).
@@ -297,6 +407,9 @@ def optimized_temperature_loss(features, labels, temperature, inverse_temperatur
     Returns:
         ``(loss, updated_inverse_temperature)``; the caller stores the second value (the reference
         assigns it to a non-trainable variable).
+
+    Raises:
+        ValueError: as :func:`soft_nearest_neighbor_loss`, or a negative ``learning_rate``.
     """
     temperature = check_temperature(temperature)
     learning_rate = _validation.check_float(learning_rate, "learning_rate", minimum=0.0)
@@ -304,8 +417,8 @@ def optimized_temperature_loss(features, labels, temperature, inverse_temperatur
     distances, labels = _prepare(features, labels, distance)
     base = ops.cast(temperature, distances.dtype)
     t = ops.stop_gradient(ops.cast(inverse_temperature, distances.dtype))
-    gradient = _inverse_temperature_gradient(distances, labels, t / base, base, cap)
-    updated = ops.stop_gradient(ops.maximum(t - learning_rate * gradient, MIN_INVERSE_TEMPERATURE))
+    updated = ops.stop_gradient(
+        _updated_inverse_temperature(distances, labels, base, t, learning_rate, cap))
     terms, valid = row_terms_from_distances(distances, labels, updated / base)
     return _mean_over_valid(cap_row_terms(terms, cap), valid), updated
 
