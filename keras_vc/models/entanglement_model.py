@@ -33,9 +33,12 @@ are those of the logits). So:
 
 Temperature (per layer): fixed (``optimize_temperature=False``: ``T_l = temperature``), or, as
 in the reference, ``T_l = temperature / t_l`` with a non-trainable inverse temperature ``t_l``
-(initial 1) that takes one gradient step *minimising* SNNL inside every training step
-(``t_l <- t_l - temperature_learning_rate * dSNNL/dt_l``), after which SNNL is evaluated at the
-new ``t_l``. ``t_l`` is not a trainable weight: the optimiser of the composite loss would move it
+(initial 1) that takes one step *minimising* SNNL inside every training step, after which SNNL
+is evaluated at the new ``t_l``. The reference's step is a plain gradient step on ``t_l``, which
+is not scale-free (it cycles at squared distances ~1e5 and pins ``t_l`` at its floor on large
+activations); here it is a bounded, line-searched Newton step on ``log t_l`` (at most
+``temperature_learning_rate * MAX_LOG_STEP`` in log space per training step; see
+:func:`keras_vc.losses.optimized_temperature_loss`). ``t_l`` is not a trainable weight: the optimiser of the composite loss would move it
 to *maximise* SNNL together with the network. The update happens in ``compute_loss``, whose
 non-trainable variable updates Keras 3 keeps on every backend (JAX included).
 
