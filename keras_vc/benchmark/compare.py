@@ -48,10 +48,12 @@ import time
 from typing import Optional
 
 import numpy as np
+import threadpoolctl
 
 from keras_vc import _validation
 from keras_vc import calibration
 from keras_vc.benchmark import backbones
+from keras_vc.benchmark import conformal_eval
 from keras_vc.benchmark import evaluation
 from keras_vc.benchmark import methods as methods_lib
 from keras_vc.data import loaders
@@ -113,6 +115,8 @@ class Plan:
         pgd_steps: PGD iterations (step size ``2.5 eps / steps``, random start).
         corruption_severities: severities (1-5) of every applicable corruption.
         ood_samples: far-OOD samples per set (default: as many as test samples).
+        alphas: miscoverage levels of the conformal prediction sets (see
+            :mod:`keras_vc.benchmark.conformal_eval`).
     """
 
     open_set: bool = True
@@ -122,6 +126,7 @@ class Plan:
     pgd_steps: int = 10
     corruption_severities: tuple = (1, 2, 3, 4, 5)
     ood_samples: Optional[int] = None
+    alphas: tuple = (0.1,)
 
     def __post_init__(self):
         if not isinstance(self.open_set, bool):
@@ -138,6 +143,12 @@ class Plan:
                 raise ValueError(f"`corruption_severities` must lie in 1-5, got {s}.")
         if self.ood_samples is not None:
             _validation.check_int(self.ood_samples, "ood_samples", minimum=1)
+        for a in self.alphas:
+            _validation.check_float(a, "alphas", 0.0, 1.0, strict_minimum=True)
+            if a >= 1.0:
+                raise ValueError(f"`alphas` must lie in (0, 1), got {a}.")
+        if not self.alphas or len(set(self.alphas)) != len(self.alphas):
+            raise ValueError(f"`alphas` must be distinct levels in (0, 1), got {self.alphas!r}.")
 
     def configs(self, num_classes):
         configs = ["full"]
@@ -272,7 +283,13 @@ def run_one(task, data, method, context):
     val_logits = evaluation.check_finite(evaluation.predict_logits(model, split.x_val), where)
     test_logits = evaluation.check_finite(evaluation.predict_logits(model, split.x_test), where)
     fit = evaluation.fit_temperature(val_logits, split.y_val)
-    figures = {"calibration": evaluation.calibration_figures(test_logits, split.y_test, fit)}
+    figures = {"calibration": evaluation.calibration_figures(test_logits, split.y_test, fit),
+               "conformal": conformal_eval.conformal_figures(
+                   val_logits, split.y_val, test_logits, split.y_test, task.plan.alphas,
+                   task.seed)}
+    if task.config == "full":  # the dearest NumPy figures (Dirichlet: ~0.3 s), main table only
+        figures["calibrators"] = evaluation.calibrator_figures(val_logits, split.y_val,
+                                                               test_logits, split.y_test)
     plot = {}
     if data["ood_sets"]:
         score_fns, recommended = evaluation.score_functions(model, method)
@@ -328,6 +345,10 @@ def _log_line(task, name, figures):
     parts = [f"[{task.dataset} | seed {task.seed} | {task.config}]", f"{name:<12s}",
              f"acc {cal['accuracy']:.3f}", f"ECE {cal['ece']:.3f} -> {cal['ece_ts']:.3f} TS",
              f"NLL {cal['nll']:.3f}"]
+    for alpha, by_score in figures["conformal"].items():
+        if isinstance(by_score, dict):
+            parts.append(f"APS@{alpha} size {by_score['aps']['set_size']:.2f} "
+                         f"cov {by_score['aps']['coverage']:.3f}")
     for set_name, by_score in figures.get("ood", {}).items():
         parts.append(f"AUROC {set_name} {by_score['recommended']['auroc']:.3f}")
     if "adversarial" in figures and figures["adversarial"]["pgd"]:
@@ -350,13 +371,17 @@ def run_task(task, dataset, log=print):
     keras.backend.clear_session(free_memory=True)
     data = _task_data(task, dataset)
     context, runs, plots = {}, [], {}
-    for name in task.methods:
-        figures, plot = run_one(task, data, methods_lib.METHODS[name], context)
-        runs.append({"method": name, "seed": task.seed, "config": task.config,
-                     "figures": figures})
-        if plot is not None:
-            plots[name] = plot
-        log(_log_line(task, name, figures))
+    # One thread for NumPy's BLAS too, as for TensorFlow: the post-hoc fits (calibrators,
+    # detectors) are small matrix products, which threads slow down on a shared CPU (Dirichlet
+    # calibration took 7 s instead of 0.8 s with 2 BLAS threads on 2 busy cores).
+    with threadpoolctl.threadpool_limits(limits=1):
+        for name in task.methods:
+            figures, plot = run_one(task, data, methods_lib.METHODS[name], context)
+            runs.append({"method": name, "seed": task.seed, "config": task.config,
+                         "figures": figures})
+            if plot is not None:
+                plots[name] = plot
+            log(_log_line(task, name, figures))
     return {"task": task, "runs": runs, "plots": plots, "descriptions": data["descriptions"],
             "sizes": data["train_split"].sizes()}
 
@@ -616,7 +641,15 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
                     "(lo, hi], first bin [0, 1/15]", "temperature_objective":
                     evaluation.TEMPERATURE_OBJECTIVE, "temperature_fit_on": "validation split",
                     "ood": "in-distribution = positive, higher score = more in-distribution; "
-                    "AUPR step-wise (average precision); FPR at 95% TPR"},
+                    "AUPR step-wise (average precision); FPR at 95% TPR",
+                    "conformal": "split conformal (APS, RAPS randomised; LAC) on "
+                    "softmax(logits / T), T and RAPS's k_reg, lam fitted on one stratified "
+                    "half of the validation split, qhat on the other half; coverage and set "
+                    "size on the test split",
+                    "calibrators": "each fitted on the validation logits (library defaults: "
+                    "no ODIR penalty, 15 bins), test ECE / classwise ECE / accuracy",
+                    "selective": "AURC and AUGRC with the largest probability as confidence "
+                    "(right-endpoint sums)"},
         "methods": {name: {"title": methods_lib.METHODS[name].title,
                            "ood_score": methods_lib.METHODS[name].ood_score,
                            "probabilities": methods_lib.METHODS[name].note,

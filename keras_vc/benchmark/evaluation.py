@@ -78,13 +78,55 @@ def fit_temperature(val_logits, y_val):
 
 
 def calibration_figures(test_logits, y_test, fit):
-    """Test figures before and (``_ts``) after dividing the logits by ``fit.temperature``."""
-    before = calibration_report(y_test, calibration.softmax(test_logits))
-    after = calibration_report(y_test, calibration.softmax(test_logits, fit.temperature))
+    """Test figures before and (``_ts``) after dividing the logits by ``fit.temperature``:
+    :func:`calibration_report` and :func:`selective_figures`."""
+    probs, probs_ts = (calibration.softmax(test_logits),
+                       calibration.softmax(test_logits, fit.temperature))
+    before = dict(calibration_report(y_test, probs), **selective_figures(y_test, probs))
+    after = dict(calibration_report(y_test, probs_ts), **selective_figures(y_test, probs_ts))
     figures = dict(before)
     figures.update({f"{key}_ts": value for key, value in after.items() if key != "accuracy"})
     figures["temperature"] = fit.temperature
     figures["temperature_at_bound"] = fit.at_bound
+    return figures
+
+
+# Post-hoc calibrators, each fitted on the validation logits with the library's defaults (no
+# ODIR penalty for matrix scaling and Dirichlet calibration; 15 bins for histogram binning).
+CALIBRATORS = {
+    "temperature": calibration.TemperatureScaling,
+    "vector": calibration.VectorScaling,
+    "matrix": calibration.MatrixScaling,
+    "dirichlet": calibration.DirichletCalibration,
+    "histogram": calibration.HistogramBinning,
+    "isotonic": calibration.IsotonicCalibration,
+}
+
+
+def selective_figures(labels, probs):
+    """Classwise ECE (Kull et al. 2019), AURC (Geifman et al. 2019) and AUGRC (Traub et al.
+    2024) of probabilities, the confidence being the largest probability."""
+    return {"classwise_ece": metrics.classwise_calibration_error(labels, probs, NUM_BINS),
+            "aurc": metrics.aurc(labels, probs),
+            "augrc": metrics.augrc(labels, probs)}
+
+
+def calibrator_figures(val_logits, y_val, test_logits, y_test):
+    """Test accuracy, ECE and classwise ECE after each of :data:`CALIBRATORS`.
+
+    Every calibrator is fitted on the validation logits (at temperature 1) and applied to the
+    test logits; binning calibrators may change the argmax, hence the accuracy.
+
+    Returns:
+        ``{calibrator: {"accuracy", "ece", "classwise_ece"}}``.
+    """
+    figures = {}
+    for name, cls in CALIBRATORS.items():
+        probs = cls().fit(val_logits, y_val).predict_proba(test_logits)
+        figures[name] = {
+            "accuracy": metrics.accuracy(y_test, probs),
+            "ece": metrics.expected_calibration_error(y_test, probs, NUM_BINS),
+            "classwise_ece": metrics.classwise_calibration_error(y_test, probs, NUM_BINS)}
     return figures
 
 
