@@ -15,6 +15,7 @@ from keras_vc import calibration  # noqa: E402
 from keras_vc import callbacks  # noqa: E402
 from keras_vc import conformal  # noqa: E402
 from keras_vc import data  # noqa: E402
+from keras_vc import detectors  # noqa: E402
 from keras_vc import dknn  # noqa: E402
 from keras_vc import export  # noqa: E402
 from keras_vc import layers  # noqa: E402

@@ -50,6 +50,7 @@ from keras import ops
 from keras_vc import _activations
 from keras_vc import _validation
 from keras_vc.ops import distances as distances_lib
+from keras_vc.ops.neighbors import k_nearest_neighbors
 
 
 def _as_input(x, name):
@@ -78,51 +79,6 @@ def _normalise(activations, centre=None):
     if centre is None:
         centre = unit.mean(axis=0)
     return (unit - centre).astype(np.float32), centre
-
-
-def k_nearest_neighbors(queries, points, k, query_batch_size=256, chunk_size=8192):
-    """Indices of the ``k`` nearest ``points`` (squared Euclidean) of every query, exact.
-
-    Args:
-        queries: (m, D) array.
-        points: (n, D) array, ``n >= k``.
-        k: number of neighbours.
-        query_batch_size: queries per distance block.
-        chunk_size: points per distance block; memory is ``O(query_batch_size * chunk_size)``.
-
-    Returns:
-        (m, k) int64 indices into ``points``, nearest first.
-    """
-    k = _validation.check_int(k, "k", minimum=1)
-    query_batch_size = _validation.check_int(query_batch_size, "query_batch_size", minimum=1)
-    chunk_size = _validation.check_int(chunk_size, "chunk_size", minimum=1)
-    queries = np.asarray(queries, dtype=np.float32)
-    points = np.asarray(points, dtype=np.float32)
-    if queries.ndim != 2 or points.ndim != 2 or queries.shape[1] != points.shape[1]:
-        raise ValueError(f"`queries` (m, D) and `points` (n, D) must agree in D; got "
-                         f"{queries.shape} and {points.shape}.")
-    if k > points.shape[0]:
-        raise ValueError(f"`k` ({k}) must not exceed the number of points ({points.shape[0]}).")
-    result = np.empty((queries.shape[0], k), dtype=np.int64)
-    chunks = [(offset, ops.convert_to_tensor(points[offset:offset + chunk_size]))
-              for offset in range(0, points.shape[0], chunk_size)]
-    for start in range(0, queries.shape[0], query_batch_size):
-        block = ops.convert_to_tensor(queries[start:start + query_batch_size])
-        best_negative, best_index = None, None
-        for offset, chunk in chunks:
-            negative = -distances_lib.pairwise_squared_euclidean(block, chunk)
-            values, index = ops.top_k(negative, min(k, chunk.shape[0]))
-            values = ops.convert_to_numpy(values)
-            index = ops.convert_to_numpy(index).astype(np.int64) + offset
-            if best_negative is not None:
-                values = np.concatenate([best_negative, values], axis=1)
-                index = np.concatenate([best_index, index], axis=1)
-                if values.shape[1] > k:
-                    values, order = (ops.convert_to_numpy(a) for a in ops.top_k(values, k))
-                    index = np.take_along_axis(index, order.astype(np.int64), axis=1)
-            best_negative, best_index = values, index
-        result[start:start + block.shape[0]] = best_index
-    return result
 
 
 class DeepKNN:

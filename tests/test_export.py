@@ -21,8 +21,10 @@ import pytest
 from keras import ops
 
 from keras_vc import calibration
+from keras_vc import conformal
+from keras_vc import detectors
 from keras_vc import export
-from keras_vc import scores
+from keras_vc.layers import head as head_lib
 from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 4
@@ -31,73 +33,59 @@ MC_SAMPLES = 16
 ATOL = 1e-5
 
 
-class StandInDistanceHead(keras.layers.Layer):
+class StandInDistanceHead(head_lib.ClassifierHead):
     """Head protocol stand-in: logits = -squared distance to prototypes / temperature."""
 
-    recommended_ood_score = "max_logit"
-
-    def __init__(self, num_classes, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
+    @property
+    def recommended_ood_score(self):
+        return "max_logit"
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        self.prototypes = self.add_weight(shape=(self.num_classes, input_shape[-1]),
-                                          initializer="random_normal", name="prototypes")
-        self.temperature = self.add_weight(shape=(), initializer="ones", trainable=False,
-                                           name="temperature")
+        input_shape = self.check_input_shape(input_shape)
+        self.prototypes = self.add_float32_weight(
+            "prototypes", (self.num_classes, input_shape[-1]), "random_normal")
+        self.build_temperature()
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         distances = ops.sum(ops.square(inputs[:, None, :] - self.prototypes[None]), axis=-1)
-        return ops.cast(-distances / self.temperature, "float32")
-
-    def ood_score(self, outputs):
-        return scores.max_logit(outputs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
+        return self.finalize_logits(-distances, training)
 
 
-class StandInLatentHead(keras.layers.Layer):
+class StandInLatentHead(head_lib.ClassifierHead):
     """Head protocol stand-in with a Gaussian latent: ``has_latent`` and ``num_samples``."""
 
     has_latent = True
-    recommended_ood_score = "negative_entropy"
 
     def __init__(self, num_classes, latent_dim=3, seed=7, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
+        super().__init__(num_classes, **kwargs)
         self.latent_dim = latent_dim
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    @property
+    def recommended_ood_score(self):
+        return "negative_entropy"
+
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = self.check_input_shape(input_shape)
         self.mean = keras.layers.Dense(self.latent_dim)
         self.log_variance = keras.layers.Dense(self.latent_dim, bias_initializer="ones")
         self.decoder = keras.layers.Dense(self.num_classes, kernel_initializer="random_normal")
         self.mean.build(input_shape)
         self.log_variance.build(input_shape)
         self.decoder.build(input_shape[:-1] + (self.latent_dim,))
-        self.temperature = self.add_weight(shape=(), initializer="ones", trainable=False,
-                                           name="temperature")
+        self.build_temperature()
 
     def call(self, inputs, training=None, num_samples=None):
         mean = self.mean(inputs)
         if num_samples is None:
-            return self.decoder(mean) / self.temperature
+            return self.finalize_logits(self.decoder(mean), training)
         std = ops.exp(0.5 * self.log_variance(inputs))
         noise = keras.random.normal((num_samples,) + tuple(ops.shape(mean)),
                                     seed=self.seed_generator)
         logits = self.decoder(mean[None] + std[None] * noise) / self.temperature
         log_probs = ops.log_softmax(logits, axis=-1)
         return ops.logsumexp(log_probs, axis=0) - np.log(num_samples)
-
-    def ood_score(self, outputs):
-        return scores.negative_entropy(outputs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.num_classes,)
 
 
 class LatentHeadWithoutNumSamples(StandInLatentHead):
@@ -117,9 +105,12 @@ def _np_softmax(logits):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _np_reference(logits, score, threshold=None):
-    """Every serving output from served logits, in float64 NumPy."""
+def _np_reference(logits, score, threshold=None, head_temperature=1.0):
+    """Every serving output from served logits, in float64 NumPy.
+
+    A head's OOD score reads its logits at temperature 1 (``head_temperature`` undone)."""
     logits = np.asarray(logits, dtype=np.float64)
+    score_logits = logits * head_temperature
     probs = _np_softmax(logits)
     log_probs = np.log(probs)
     reference = {
@@ -128,15 +119,49 @@ def _np_reference(logits, score, threshold=None):
         "confidence": probs.max(axis=1),
         "entropy": -(probs * log_probs).sum(axis=1),
         "ood_score": {
-            "msp": probs.max(axis=1),
-            "max_logit": logits.max(axis=1),
-            "negative_entropy": (probs * log_probs).sum(axis=1),
-            "energy": np.log(np.exp(logits).sum(axis=1)),
-        }[score],
+            "msp": lambda z: _np_softmax(z).max(axis=1),
+            "max_logit": lambda z: z.max(axis=1),
+            "negative_entropy": lambda z: (_np_softmax(z) * np.log(_np_softmax(z))).sum(axis=1),
+            "energy": lambda z: np.log(np.exp(z).sum(axis=1)),
+        }[score](score_logits),
     }
     if threshold is not None:
         reference["is_ood"] = reference["ood_score"] < threshold
     return reference
+
+
+def _np_calibrated_reference(probs, logits, score, sets, head_temperature=1.0):
+    """Serving outputs of a calibrated export: from the calibrated probabilities, the OOD score
+    from the (uncalibrated) served logits, and the expected prediction sets."""
+    reference = _np_reference(logits, score, head_temperature=head_temperature)
+    probs = np.asarray(probs, dtype=np.float64)
+    safe = np.where(probs > 0, probs, 1.0)
+    reference.update(probabilities=probs, predicted_class=probs.argmax(axis=1),
+                     confidence=probs.max(axis=1), entropy=-(probs * np.log(safe)).sum(axis=1),
+                     prediction_set=sets, set_size=sets.sum(axis=1))
+    return reference
+
+
+def _assert_served(actual, case, where):
+    """_assert_outputs, except that a randomised set is checked against its bounds: with
+    ``U ~ Uniform[0, 1]`` the set lies between the sets at ``U = 1`` (smallest) and ``U = 0``."""
+    actual = dict(actual)
+    expected = dict(case["reference"])
+    if "near_qhat" in case:
+        sets = np.asarray(actual.pop("prediction_set"))
+        reference = expected.pop("prediction_set")
+        far = ~case["near_qhat"]
+        np.testing.assert_array_equal(sets[far], reference[far], err_msg=where)
+        np.testing.assert_array_equal(actual.pop("set_size"), sets.sum(axis=1), err_msg=where)
+        expected.pop("set_size")
+    if "set_bounds" in case:
+        smallest, largest = case["set_bounds"]
+        sets = np.asarray(actual.pop("prediction_set"))
+        assert sets.dtype == np.bool_ and sets.shape == smallest.shape, where
+        assert not (sets & ~largest).any() and not (smallest & ~sets).any(), where
+        np.testing.assert_array_equal(actual.pop("set_size"), sets.sum(axis=1), err_msg=where)
+        assert (smallest != largest).any()  # the bounds leave room for the draw to matter
+    _assert_outputs(actual, expected, where)
 
 
 def _assert_outputs(actual, expected, where):
@@ -150,6 +175,29 @@ def _assert_outputs(actual, expected, where):
                                        err_msg=f"{where}/{name}")
         else:
             np.testing.assert_array_equal(got, value, err_msg=f"{where}/{name}")
+
+
+def _np_mahalanobis(train, labels, test, num_classes):
+    """max_k -(h - mu_k)^T pinv(Sigma) (h - mu_k), Sigma the shared covariance over N."""
+    means = np.stack([train[labels == k].mean(axis=0) for k in range(num_classes)])
+    centred = train - means[labels]
+    precision = np.linalg.pinv(centred.T @ centred / len(train), rcond=1e-10, hermitian=True)
+    diff = test[:, None, :] - means[None]
+    return -np.einsum("nkd,de,nke->nk", diff, precision, diff).min(axis=1)
+
+
+def _np_knn(train, test, k):
+    """Minus the distance to the k-th nearest L2-normalised training feature."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    distances = np.linalg.norm(test[:, None, :] - train[None], axis=-1)
+    return -np.sort(distances, axis=1)[:, k - 1]
+
+
+def _hidden(model, x):
+    """Activations of the layer before the head (float64)."""
+    return keras.Model(model.inputs[0], model.layers[-2].output).predict(
+        x, verbose=0).astype(np.float64)
 
 
 def _threshold_by_hand(values, tpr):
@@ -193,7 +241,7 @@ def exported(tmp_path_factory):
     threshold = export.fit_ood_threshold(distance, x_val, tpr=0.9)
     info = export.export_for_serving(distance, root / "distance" / "1", ood_threshold=threshold)
     cases["distance"] = dict(info=info, reference=_np_reference(
-        distance.predict(x, verbose=0), "max_logit", threshold))
+        distance.predict(x, verbose=0), "max_logit", threshold, head_temperature=1.3))
 
     # (d) Latent head: default signature plus the Monte Carlo signature.
     latent = _classifier(StandInLatentHead(NUM_CLASSES))
@@ -209,13 +257,105 @@ def exported(tmp_path_factory):
                                      mc_samples=MC_SAMPLES)
     cases["latent"] = dict(
         info=info,
-        reference=_np_reference(latent.predict(x, verbose=0), "negative_entropy", threshold),
-        mc_reference=_np_reference(mc_log_probs, "negative_entropy", threshold),
+        reference=_np_reference(latent.predict(x, verbose=0), "negative_entropy", threshold,
+                                head_temperature=0.8),
+        mc_reference=_np_reference(mc_log_probs, "negative_entropy", threshold,
+                                   head_temperature=0.8),
         model=latent, seed_state=state)
     for name, case in cases.items():
         case["x"] = x
         case["model"] = case.get("model", {"dense": dense, "softmax": softmax,
                                            "distance": distance}.get(name))
+
+    # Calibrators and conformal sets; calibration and conformal splits are disjoint.
+    cal_rng = np.random.default_rng(2)
+    x_fit, x_conf = (cal_rng.normal(size=(n, INPUT_DIM)).astype("float32") for n in (80, 60))
+    y_fit, y_conf = (cal_rng.integers(0, NUM_CLASSES, n) for n in (80, 60))
+
+    # (e) A head owning its temperature (kept at 1.3) + vector scaling of its outputs +
+    # non-randomised APS.
+    vector = calibration.VectorScaling().fit(distance.predict(x_fit, verbose=0), y_fit)
+    # Labels that follow the model keep qhat inside (0, 1): a qhat at the full mass 1.0 would be
+    # the float32 tie of the docstring.
+    conf_probs = vector.predict_proba(distance.predict(x_conf, verbose=0))
+    aps = conformal.SplitConformal("aps", alpha=0.2, randomized=False).fit(
+        conf_probs, conf_probs.argmax(axis=1))
+    info = export.export_for_serving(distance, root / "vector" / "1", calibrator=vector,
+                                     conformal=aps)
+    logits = distance.predict(x, verbose=0)
+    probs = vector.predict_proba(logits)
+    cases["vector"] = dict(info=info, model=distance, calibrator=vector, conformal=aps,
+                           reference=_np_calibrated_reference(probs, logits, "max_logit",
+                                                              aps.predict(probs),
+                                                              head_temperature=1.3))
+
+    # (f) Dense logits + isotonic regression + LAC. Isotonic regression is flat between knots:
+    # many rows share a probability, and a LAC score can sit exactly on qhat, where the float32
+    # graph and the float64 NumPy may disagree (the documented tie caveat). The test checks the
+    # sets of the served probabilities away from qhat and the size rule everywhere.
+    isotonic = calibration.IsotonicCalibration().fit(dense.predict(x_fit, verbose=0), y_fit)
+    lac = conformal.SplitConformal("lac", alpha=0.2).fit(
+        isotonic.predict_proba(dense.predict(x_conf, verbose=0)), y_conf)
+    info = export.export_for_serving(dense, root / "isotonic" / "1", calibrator=isotonic,
+                                     conformal=lac)
+    logits = dense.predict(x, verbose=0)
+    probs = isotonic.predict_proba(logits)
+    near_qhat = np.abs(1.0 - probs - lac.qhat) < 1e-6
+    cases["isotonic"] = dict(info=info, model=dense, calibrator=isotonic, conformal=lac,
+                             near_qhat=near_qhat,
+                             reference=_np_calibrated_reference(probs, logits, "msp",
+                                                                lac.predict(probs)))
+
+    # (g) Softmax output + temperature + randomised APS: uniforms drawn in the graph.
+    logits = np.log(softmax.predict(x_conf, verbose=0)) / fitted.temperature
+    randomised = conformal.SplitConformal("aps", alpha=0.2, seed=3).fit(_np_softmax(logits),
+                                                                       y_conf)
+    info = export.export_for_serving(softmax, root / "randomised" / "1", ood_score="energy",
+                                     temperature=fitted, conformal=randomised)
+    probs = cases["softmax"]["reference"]["probabilities"]
+    cases["randomised"] = dict(
+        info=info, model=softmax, conformal=randomised, reference=cases["softmax"]["reference"],
+        set_bounds=(randomised.predict(probs, uniform=np.ones(len(x))),
+                    randomised.predict(probs, uniform=np.zeros(len(x)))))
+
+    # (h) Dense logits + temperature + Mahalanobis on the head's input (layer=None), built on
+    # the model: the served score is the detector's, the temperature moves only the
+    # probabilities.
+    mahalanobis = detectors.Mahalanobis(dense).fit(x_fit, y_fit)
+    threshold = export.fit_ood_threshold(dense, x_val, ood_score=mahalanobis, temperature=1.7)
+    np.testing.assert_allclose(
+        threshold, _threshold_by_hand(mahalanobis.score(x_val), 0.95), rtol=1e-6)
+    info = export.export_for_serving(dense, root / "mahalanobis" / "1", ood_score=mahalanobis,
+                                     ood_threshold=threshold, temperature=1.7)
+    scores = mahalanobis.score(x)
+    np.testing.assert_allclose(scores, _np_mahalanobis(_hidden(dense, x_fit), y_fit,
+                                                       _hidden(dense, x), NUM_CLASSES),
+                               rtol=1e-4, atol=1e-4)
+    reference = _np_reference(dense.predict(x, verbose=0) / 1.7, "msp")
+    reference.update(ood_score=scores, is_ood=scores < threshold)
+    cases["mahalanobis"] = dict(info=info, model=dense, detector=mahalanobis,
+                                reference=reference)
+
+    # (i) Softmax output + KNN fitted on features without a model (fit_features), on a named
+    # layer: the export attaches it to the model (as load(path, model) would).
+    layer = softmax.layers[-2].name
+    knn = detectors.KNN(layer=layer, k=5).fit_features(_hidden(softmax, x_fit))
+    threshold = export.fit_ood_threshold(softmax, x_val, ood_score=knn)
+    np.testing.assert_allclose(
+        threshold, _threshold_by_hand(knn.score_features(_hidden(softmax, x_val)), 0.95),
+        rtol=1e-6)
+    info = export.export_for_serving(softmax, root / "knn" / "1", ood_score=knn,
+                                     ood_threshold=threshold)
+    assert knn.model is None  # the user's detector is left as it was
+    scores = knn.score_features(_hidden(softmax, x))
+    np.testing.assert_allclose(scores, _np_knn(_hidden(softmax, x_fit), _hidden(softmax, x), 5),
+                               rtol=1e-4, atol=1e-5)
+    reference = _np_reference(np.log(softmax.predict(x, verbose=0)), "msp")
+    reference.update(ood_score=scores, is_ood=scores < threshold)
+    assert 0 < reference["is_ood"].sum() < len(x)  # the threshold splits the test inputs
+    cases["knn"] = dict(info=info, model=softmax, detector=knn, reference=reference)
+    for case in cases.values():
+        case["x"] = x
     return cases
 
 
@@ -299,18 +439,19 @@ def fresh_process(exported, tmp_path_factory):
     return dict(report=report, served=served, cli=cli_out)
 
 
-@pytest.mark.parametrize("name", ["dense", "softmax", "distance", "latent"])
+@pytest.mark.parametrize("name", ["dense", "softmax", "distance", "latent", "vector",
+                                  "isotonic", "randomised", "mahalanobis", "knn"])
 def test_fresh_process_serves_the_in_process_outputs(exported, fresh_process, name):
     case = exported[name]
     assert fresh_process["report"]["modules"] == []
     for signature in ("serving_default", "serve"):
-        _assert_outputs(fresh_process["served"](name, signature), case["reference"],
-                        f"{name}:{signature}")
+        _assert_served(fresh_process["served"](name, signature), case, f"{name}:{signature}")
 
 
 def test_fresh_process_signature_inputs_and_outputs(exported, fresh_process):
     dtypes = {"probabilities": "float32", "predicted_class": "int64", "confidence": "float32",
-              "entropy": "float32", "ood_score": "float32", "is_ood": "bool"}
+              "entropy": "float32", "ood_score": "float32", "is_ood": "bool",
+              "prediction_set": "bool", "set_size": "int32"}
     for name, case in exported.items():
         signatures = fresh_process["report"][name]
         assert sorted(signatures) == sorted(case["info"].signatures)
@@ -320,7 +461,8 @@ def test_fresh_process_signature_inputs_and_outputs(exported, fresh_process):
             assert sorted(signature["outputs"]) == sorted(expected)
             for output, (shape, dtype) in signature["outputs"].items():
                 assert dtype == dtypes[output], (name, output)
-                assert shape == ([None, NUM_CLASSES] if output == "probabilities" else [None])
+                assert shape == ([None, NUM_CLASSES] if output in ("probabilities", "prediction_set")
+                                 else [None])
 
 
 def test_monte_carlo_signature_averages_fresh_latent_draws(exported, fresh_process):
@@ -339,11 +481,16 @@ def test_monte_carlo_signature_averages_fresh_latent_draws(exported, fresh_proce
 def test_serving_outputs_matches_numpy_in_process(exported):
     for name, case in exported.items():
         info = case["info"]
-        temperature = None if info.temperature_applied_by_head else info.temperature
-        outputs = export.serving_outputs(case["model"], case["x"], ood_score=info.ood_score,
+        temperature = (None if info.temperature_applied_by_head or info.calibrator
+                       else info.temperature)
+        score = case.get("detector",
+                         "auto" if info.temperature_applied_by_head else info.ood_score)
+        outputs = export.serving_outputs(case["model"], case["x"], ood_score=score,
                                          ood_threshold=info.ood_threshold,
-                                         temperature=temperature, batch_size=7)
-        _assert_outputs(outputs, case["reference"], f"{name}: serving_outputs")
+                                         temperature=temperature, batch_size=7,
+                                         calibrator=case.get("calibrator"),
+                                         conformal=case.get("conformal"))
+        _assert_served(outputs, case, f"{name}: serving_outputs")
     latent = exported["latent"]
     latent["model"].layers[-1].seed_generator.state.assign(latent["seed_state"])
     outputs = export.serving_outputs(latent["model"], latent["x"], mc_samples=MC_SAMPLES,
@@ -365,6 +512,23 @@ def test_export_description(exported):
     assert sorted(latent.signatures) == ["serve", "serve_mc", "serving_default"]
     assert latent.signatures["serve_mc"][-1] == "is_ood" and latent.mc_samples == MC_SAMPLES
     assert dense.input_name == "inputs" and dense.input_shape == (None, INPUT_DIM)
+    assert (dense.calibrator, dense.conformal) == (None, None)
+    vector, isotonic = exported["vector"]["info"], exported["isotonic"]["info"]
+    randomised = exported["randomised"]["info"]
+    assert (vector.calibrator, vector.conformal) == ("VectorScaling", "aps(alpha=0.2)")
+    assert (isotonic.calibrator, isotonic.conformal) == ("IsotonicCalibration", "lac(alpha=0.2)")
+    assert (randomised.calibrator, randomised.conformal) == (None, "aps(alpha=0.2, randomized)")
+    # The head keeps its own temperature under a calibrator.
+    assert (vector.temperature, vector.temperature_applied_by_head) == (pytest.approx(1.3), True)
+    for info in (vector, isotonic, randomised):
+        assert info.signatures["serving_default"][-2:] == ("prediction_set", "set_size")
+        assert info.signatures["serve"] == info.signatures["serving_default"]
+    mahalanobis, knn = exported["mahalanobis"], exported["knn"]
+    assert mahalanobis["info"].ood_score == (
+        f"mahalanobis(layer={mahalanobis['model'].layers[-2].name})")
+    assert knn["info"].ood_score == f"knn(layer={knn['model'].layers[-2].name})"
+    for info in (mahalanobis["info"], knn["info"]):
+        assert info.signatures["serving_default"][-2:] == ("ood_score", "is_ood")
 
 
 def test_threshold_keeps_the_requested_true_positive_rate(exported):
@@ -559,3 +723,76 @@ def test_bad_arguments_of_the_helpers(plain_and_latent, tmp_path):
         export.serving_outputs(model, x, batch_size=0)
     with pytest.raises(ValueError, match="`path` must be a string"):
         export.export_for_serving(model, 42)
+
+
+class _NotExportable(calibration.VectorScaling):
+    exportable = False
+    export_note = "no keras.ops form of this map"
+
+
+def test_bad_calibrator_and_conformal_arguments(plain_and_latent, tmp_path):
+    model = plain_and_latent[0]
+    rng = np.random.default_rng(5)
+    logits, labels = rng.normal(size=(30, NUM_CLASSES)), rng.integers(0, NUM_CLASSES, 30)
+    vector = calibration.VectorScaling().fit(logits, labels)
+    three = calibration.VectorScaling().fit(logits[:, :3], labels % 3)
+    probs = _np_softmax(rng.normal(size=(30, NUM_CLASSES)))
+    lac = conformal.SplitConformal("lac", alpha=0.2).fit(probs, rng.integers(0, NUM_CLASSES, 30))
+    lac3 = conformal.SplitConformal("lac", alpha=0.2).fit(
+        _np_softmax(rng.normal(size=(30, 3))), rng.integers(0, 3, 30))
+    cases = [
+        (dict(calibrator=vector, temperature=1.5), "`temperature` must be None when a"),
+        (dict(calibrator=_NotExportable().fit(logits, labels)), "no keras.ops form"),
+        (dict(calibrator=calibration.VectorScaling()), "is not fitted"),
+        (dict(calibrator=three), "fitted on 3 classes"),
+        (dict(calibrator="platt"), "`calibrator` must be a fitted"),
+        (dict(conformal=conformal.SplitConformal("lac")), "`conformal` SplitConformal is not"),
+        (dict(conformal=lac3), "fitted on 3 classes but the model outputs 4"),
+        (dict(conformal=0.1), "`conformal` must be a fitted"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            export.export_for_serving(model, tmp_path / "bad", **kwargs)
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="fitted on 3 classes"):
+        export.serving_outputs(model, np.zeros((2, INPUT_DIM), "float32"), conformal=lac3)
+    assert export.serving_outputs(model, np.zeros((2, INPUT_DIM), "float32"),
+                                  calibrator=vector, conformal=lac)["set_size"].dtype == np.int32
+
+
+def test_bad_detector_arguments(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = _classifier(keras.layers.Dense(NUM_CLASSES), hidden=5)
+    other = _classifier(keras.layers.Dense(NUM_CLASSES), hidden=5)
+    softmax = _classifier(keras.layers.Dense(NUM_CLASSES, activation="softmax"), hidden=5)
+    latent = _classifier(StandInLatentHead(NUM_CLASSES))
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(30, INPUT_DIM)).astype("float32")
+    y = np.arange(30) % NUM_CLASSES
+    features = rng.normal(size=(30, 5))
+    cases = [
+        (model, dict(ood_score=detectors.Mahalanobis(model)), "`ood_score` Mahalanobis is not "
+         "fitted"),
+        (model, dict(ood_score=detectors.ODIN(model)),
+         "`ood_score` ODIN cannot be exported: with epsilon=0.0014 its `score` perturbs"),
+        (model, dict(ood_score=detectors.Mahalanobis(model, epsilon=0.001).fit(x, y)),
+         "Mahalanobis cannot be exported: with epsilon=0.001"),
+        (model, dict(ood_score=detectors.KNN(other, k=3).fit(x)),
+         "was built on another model"),
+        (model, dict(ood_score=detectors.Mahalanobis(layer="no_such_layer").fit_features(
+            features, y)), "built without a model\\) does not fit this model: .*no_such_layer"),
+        (model, dict(ood_score=detectors.Mahalanobis().fit_features(features[:, :3], y)),
+         "does not fit this model: .*fitted on width 3"),
+        (softmax, dict(ood_score=detectors.Energy()), "Energy needs logits"),
+        (latent, dict(ood_score=detectors.Energy(latent), mc_samples=4),
+         "`mc_samples` cannot be combined with a detector"),
+    ]
+    for which, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            export.export_for_serving(which, tmp_path / "bad", **kwargs)
+        assert not (tmp_path / "bad").exists()
+    unfitted = detectors.KNN(model)
+    with pytest.raises(ValueError, match="`ood_score` KNN is not fitted"):
+        export.serving_outputs(model, x, ood_score=unfitted)
+    with pytest.raises(ValueError, match="`ood_score` KNN is not fitted"):
+        export.fit_ood_threshold(model, x, ood_score=unfitted)
