@@ -14,6 +14,7 @@ from keras_vc.benchmark import compare
 from keras_vc.benchmark import conformal_eval
 from keras_vc.benchmark import evaluation
 from keras_vc.benchmark import methods as methods_lib
+from keras_vc.benchmark import posthoc
 from keras_vc.benchmark import report as report_lib
 
 # One epoch, and one step per call: at one epoch tracing dominates, and 16 steps per call (the
@@ -113,6 +114,16 @@ def _check_figures(figures, config):
                                 "detection_error"}
             assert all(0.0 <= v <= 1.0 for v in ood.values())
             assert ood["detection_error"] <= 0.5
+    for set_name, by_detector in figures.get("posthoc", {}).items():
+        assert set_name in figures["ood"]
+        assert set(posthoc.LOGIT_DETECTORS) <= set(by_detector)
+        for ood in by_detector.values():
+            assert all(0.0 <= v <= 1.0 for v in ood.values())
+    if "ood" in figures:
+        assert set(figures["posthoc"]) == set(figures["ood"])
+        assert figures["detectors_cpu_seconds"] >= 0
+    else:
+        assert "posthoc" not in figures
     for section in ("adversarial", "corruptions"):
         if config == "full":
             for key, value in flat.items():
@@ -150,6 +161,20 @@ def test_digits_report_structure_and_ranges(digits_report):
     for score in ("aps", "raps", "lac"):
         assert (full["softmax"]["conformal"]["0.2"][score]["set_size"]
                 <= full["softmax"]["conformal"]["0.1"][score]["set_size"])
+    every_detector = (set(posthoc.LOGIT_DETECTORS) | set(posthoc.FEATURE_DETECTORS)
+                      | set(posthoc.DENSE_DETECTORS))
+    assert set(full["softmax"]["posthoc"]["photo_patches"]) == every_detector
+    assert set(full["standin"]["posthoc"]["photo_patches"]) == every_detector  # a Dense head
+    assert set(full["dismax"]["posthoc"]["photo_patches"]) == (  # no Dense head: no ViM, ReAct
+        set(posthoc.LOGIT_DETECTORS) | set(posthoc.FEATURE_DETECTORS))
+    # Two sets (photo patches, held-out classes): each one's detector is chosen on the other.
+    versus = data["versus_best_detector"]
+    assert set(versus) == {"full", "open_set"}
+    photo = versus["full"]["photo_patches"]
+    assert photo["selected_by"] == "other sets"
+    held_out = versus["open_set"]["held_out_classes"]["baseline"]
+    assert photo["selected"] == max(held_out, key=held_out.get)
+    assert set(photo["methods"]) == set(report["methods"])
     open_run = [r for r in data["runs"] if r["config"] == "open_set"][0]["figures"]
     assert set(open_run["ood"]) == {"held_out_classes"}
     assert data["sizes"]["open_set"]["train"] < data["sizes"]["full"]["train"]
@@ -193,12 +218,17 @@ def test_report_files(digits_report):
                     "RAPS α=0.2 worst", "Smallest conformal sets at α = 0.2",
                     "### Post-hoc calibrators", "| Dirichlet | histogram | isotonic | cwECE",
                     "ΔAPS size α=0.1", "the validation split is cut in two stratified halves",
+                    "### OOD: each method's own score vs the best post-hoc detector",
+                    "### Every post-hoc detector on every model", "| method | MSP | max logit |",
+                    "oracle best:", "Best post-hoc detector on the softmax baseline",
                     "Digits is too easy for calibration claims", "Stand-in two-stage head"):
         assert heading in markdown, heading
     readme = open(os.path.join(out, "README_results.md")).read()
     assert readme.startswith("## Results") and report["machine"] in readme
     assert "keras-vc compare (test)" in readme
     assert "Smallest conformal sets at α = 0.1" in readme and "RAPS α=0.2 size" in readme
+    assert "against the best post-hoc detector on the softmax baseline" in readme
+    assert "- **photo patches** (full models), against " in readme and "beats it in all 1" in readme
     plots = report["datasets"]["digits"]["plots"]
     assert set(plots["reliability diagrams"]) == set(report["methods"])
     assert set(plots["OOD score histograms"]) == {"photo_patches", "held_out_classes"}
@@ -220,6 +250,10 @@ def test_mnist1d_uses_the_cnn_and_shuffled_signals(mnist1d_report):
         _check_figures(run["figures"], "full")
         assert set(run["figures"]["adversarial"]["pgd"]) == {"0.02", "0.05"}
     assert "### Low data" not in open(os.path.join(out, "compare.md")).read()
+    # One OOD set: no other set to choose the detector on, so the oracle choice is marked.
+    shuffled = data["versus_best_detector"]["full"]["shuffled"]
+    assert shuffled["selected_by"] == "oracle" and shuffled["selected"] == shuffled["oracle"]
+    assert "(oracle) on softmax" in open(os.path.join(out, "README_results.md")).read()
 
 
 def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
@@ -276,7 +310,8 @@ def test_flatten_and_plan_validation():
     for kwargs in (dict(robustness_samples=0), dict(attack_epsilons=(-0.1,)),
                    dict(corruption_severities=(6,)), dict(low_data_fractions=(0.0,)),
                    dict(pgd_steps=0), dict(open_set="yes"), dict(alphas=()),
-                   dict(alphas=(0.0,)), dict(alphas=(1.0,)), dict(alphas=(0.1, 0.1))):
+                   dict(alphas=(0.0,)), dict(alphas=(1.0,)), dict(alphas=(0.1, 0.1)),
+                   dict(calibrators=("platt",))):
         with pytest.raises(ValueError):
             compare.Plan(**kwargs)
     assert compare.Plan().configs(10) == ["full", "open_set", "low_data_0.1", "low_data_0.25"]
@@ -406,3 +441,88 @@ def test_conformal_table_marks_the_smallest_sets_and_low_coverage():
     assert lines == ["Smallest conformal sets at α = 0.1 (target coverage 0.9): APS: Other, "
                      "1.20 labels per set at coverage 0.850 (paired vs softmax: -0.30 ± 0.00 "
                      "(3/3)); RAPS: Other, 1.20 labels per set at coverage 0.850."]
+
+
+# ------------------------------------------------------------------------------------------
+# Post-hoc detectors on computed features, and the head-vs-best-detector comparison
+
+
+def _dense_model(width=6, num_classes=3):
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width, activation="relu",
+                                                                  name="hidden"),
+                             keras.layers.Dense(num_classes, name="logits")])
+
+
+def test_predict_outputs_gives_the_head_input_and_the_logits():
+    keras.utils.set_random_seed(0)
+    model = _dense_model()
+    x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    features, logits = evaluation.predict_outputs(model, x)
+    kernel, bias = (np.asarray(w) for w in model.layers[0].weights)
+    np.testing.assert_allclose(features, np.maximum(x @ kernel + bias, 0.0), atol=1e-5)
+    np.testing.assert_allclose(logits, np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(evaluation.predict_logits(model, x), logits)
+
+
+def test_detectors_fitted_on_training_features_by_hand():
+    keras.utils.set_random_seed(1)
+    model = _dense_model()
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(60, 6)) + np.repeat(np.eye(3, 6) * 3, 20, axis=0)
+    labels = np.repeat(np.arange(3), 20)
+    test = rng.normal(size=(9, 6))
+    fitted = posthoc.fit_detectors(model, train, labels, num_classes=3, seed=0)
+    assert set(fitted) == (set(posthoc.LOGIT_DETECTORS) | set(posthoc.FEATURE_DETECTORS)
+                           | set(posthoc.DENSE_DETECTORS))
+    logits = rng.normal(size=(9, 3))
+    scores = posthoc.score_all(fitted, test, logits)
+    # Mahalanobis (Lee et al. 2018): class means, shared covariance S_W / N, max_k of -d_k^2.
+    means = np.stack([train[labels == k].mean(axis=0) for k in range(3)])
+    centred = train - means[labels]
+    precision = np.linalg.pinv(centred.T @ centred / len(train))
+    distances = np.stack([np.einsum("nd,de,ne->n", test - m, precision, test - m)
+                          for m in means], axis=1)
+    np.testing.assert_allclose(scores["mahalanobis"], -distances.min(axis=1), rtol=1e-4)
+    # KNN (Sun et al. 2022): minus the distance to the k-th nearest normalised training
+    # feature; with 60 training rows k is capped at 50 and the bank holds all of them.
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    d = np.linalg.norm(unit(test)[:, None, :] - unit(train)[None, :, :], axis=2)
+    np.testing.assert_allclose(scores["knn"], -np.sort(d, axis=1)[:, 49], atol=1e-4)
+    np.testing.assert_allclose(scores["max_logit"], logits.max(axis=1), rtol=1e-6)
+    # Without features (a model that hides its head's input) only the logit detectors apply.
+    assert set(posthoc.fit_detectors(model, None, labels, 3, 0)) == set(posthoc.LOGIT_DETECTORS)
+
+
+def _detector_run(method, seed, config, own, detectors_by_set):
+    return {"method": method, "seed": seed, "config": config, "figures": {
+        "ood": {s: {"recommended": {"auroc": own[s]}} for s in own},
+        "posthoc": {s: {d: {"auroc": v} for d, v in by_d.items()}
+                    for s, by_d in detectors_by_set.items()}}}
+
+
+def test_versus_best_detector_chooses_on_the_other_sets_by_hand():
+    runs = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, -0.01)):
+        runs += [
+            _detector_run("softmax", seed, "full", {"a": 0.6},
+                          {"a": {"knn": 0.9 + shift, "energy": 0.7}}),
+            _detector_run("softmax", seed, "open_set", {"b": 0.7},
+                          {"b": {"knn": 0.6, "energy": 0.8 + shift}}),
+            _detector_run("head", seed, "full", {"a": 0.75 + 2 * shift}, {}),
+            _detector_run("head", seed, "open_set", {"b": 0.9}, {}),
+        ]
+    result = posthoc.versus_best_detector(runs)
+    a, b = result["full"]["a"], result["open_set"]["b"]
+    # Set a is compared with the best on set b (energy), though KNN is best on a itself.
+    assert (a["selected"], a["selected_by"], a["oracle"]) == ("energy", "other sets", "knn")
+    assert (b["selected"], b["oracle"]) == ("knn", "energy")
+    deltas = np.array([0.75 - 0.7, 0.79 - 0.7, 0.73 - 0.7])
+    assert a["methods"]["head"]["mean"] == pytest.approx(deltas.mean())
+    assert a["methods"]["head"]["std"] == pytest.approx(deltas.std())
+    assert a["methods"]["head"]["same_sign"] == 3 and a["methods"]["head"]["n"] == 3
+    assert b["methods"]["softmax"]["mean"] == pytest.approx(0.7 - 0.6)
+    alone = posthoc.versus_best_detector([r for r in runs if r["config"] == "full"])
+    assert alone["full"]["a"]["selected"] == "knn"
+    assert alone["full"]["a"]["selected_by"] == "oracle"
+    with pytest.raises(ValueError, match="metric"):
+        posthoc.versus_best_detector(runs, metric="aupr_in")

@@ -310,6 +310,11 @@ def format_markdown(report):
                   "Sets: " + "; ".join(f"**{SET_TITLES.get(k, k)}**: {v}"
                                        for k, v in data["ood_sets"].items()) + ".", "",
                   ood_table(report, name), ""]
+        versus = _posthoc().versus_detector_table(report, name)
+        if versus:
+            lines += ["### OOD: each method's own score vs the best post-hoc detector on "
+                      "softmax (AUROC, paired by seed)", "", versus, "",
+                      *_posthoc().verdict_lines(report, name), ""]
         lines += ["### Conformal prediction sets (test split)", "",
                   _posthoc().conformal_table(report, name), "",
                   *_posthoc().smallest_sets_lines(report, name), "",
@@ -339,6 +344,9 @@ def format_markdown(report):
                   if isinstance(paths, dict) else f"- {title}: [{paths}]({paths})"
                   for title, paths in data["plots"].items()]
         lines += ["", "### All OOD figures", "", ood_appendix(report, name), ""]
+        detectors = _posthoc().detector_tables(report, name)
+        if detectors:
+            lines += ["### Every post-hoc detector on every model", "", detectors, ""]
         lines += [_cpu_line(data), ""]
     return "\n".join(lines) + "\n"
 
@@ -378,6 +386,12 @@ def format_readme_section(report):
         lines += [calibration_table(report, name, columns=SHORT_CALIBRATION_COLUMNS), "",
                   "OOD detection, AUROC (each method's score; MSP alongside):", "",
                   ood_table(report, name), ""]
+        versus = _posthoc().versus_detector_table(report, name)
+        if versus:
+            lines += ["Each method's own OOD score against the best post-hoc detector on the "
+                      "softmax baseline (chosen on the other OOD sets; AUROC, paired by seed; "
+                      "every detector in `compare.md`):", "", versus, "",
+                      *_posthoc().verdict_lines(report, name), ""]
         lines += ["Conformal prediction sets on the test split (cov = coverage, size = labels "
                   "per set; bold = smallest; protocol in `compare.md`):", "",
                   _posthoc().conformal_table(report, name, scores=("aps", "raps"),
