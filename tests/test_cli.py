@@ -16,6 +16,9 @@ from keras_vc.benchmark import cli
     (["compare", "--epochs", "-3"], "--epochs: expected a positive integer, got -3"),
     (["compare", "--seeds", "two"], "expected a positive integer, got 'two'"),
     (["compare", "--low-data", "0.1,2"], "expected fractions in (0, 1] or 'none', got 2.0"),
+    (["compare", "--alpha", "1.5"], "--alpha: expected a miscoverage level in (0, 1), got 1.5"),
+    (["compare", "--alpha", "x"], "expected a miscoverage level in (0, 1), got 'x'"),
+    (["compare", "--alpha", "0.1", "0.1"], "--alpha: expected distinct levels"),
     (["compare", "--dataset", "folder:/nonexistent/keras_vc"], "does not exist"),
     (["compare", "--dataset", "tfds:keras_vc_no_such_dataset"], "no dataset named"),
     (["frobnicate"], "invalid choice"),
@@ -41,14 +44,16 @@ def test_unprepared_tfds_dataset_fails_fast_with_advice(capsys, tmp_path):
 
 def test_help_exits_zero(capsys):
     assert cli.main(["compare", "--help"]) == 0
-    assert "--download" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--download" in out and "--alpha" in out and "--no-open-set" in out
 
 
 def test_a_tiny_run_prints_tables_and_writes_reports(capsys, tmp_path):
     out = tmp_path / "reports"
     status = cli.main(["compare", "--dataset", "digits", "--methods", "softmax", "--seeds", "1",
                        "--epochs", "1", "--workers", "1", "--low-data", "none",
-                       "--robustness-samples", "30", "--out", str(out)])
+                       "--robustness-samples", "30", "--alpha", "0.1", "0.05", "--no-open-set",
+                       "--out", str(out)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "[digits | seed 0 | full]  softmax" in captured.out
@@ -57,6 +62,9 @@ def test_a_tiny_run_prints_tables_and_writes_reports(capsys, tmp_path):
     report = json.loads((out / "compare.json").read_text())
     assert report["command"] == (f"keras-vc compare --dataset digits --methods softmax --seeds 1 "
                                  f"--epochs 1 --workers 1 --low-data none --robustness-samples 30 "
-                                 f"--out {out}")
+                                 f"--alpha 0.1 0.05 --no-open-set --out {out}")
     assert report["plan"]["low_data_fractions"] == [] and report["plan"]["robustness_samples"] == 30
+    assert report["plan"]["alphas"] == [0.1, 0.05] and report["plan"]["open_set"] is False
+    assert report["datasets"]["digits"]["configs"] == ["full"]
+    assert set(report["datasets"]["digits"]["runs"][0]["figures"]["conformal"]) >= {"0.1", "0.05"}
     assert (out / "README_results.md").exists() and (out / "compare.md").exists()

@@ -3,7 +3,8 @@
     keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH]
                      [--methods softmax,isomax_plus,dismax,vc,snnl,tst,vtst] [--seeds 3]
                      [--epochs N] [--out reports/] [--workers N] [--low-data 0.1,0.25|none]
-                     [--robustness-samples N] [--data-dir DIR] [--download]
+                     [--robustness-samples N] [--alpha 0.1 [0.05 ...]] [--no-open-set]
+                     [--data-dir DIR] [--download]
 
 Bad input (an unknown dataset or method, ``--seeds 0``, a folder that cannot be read, a TFDS
 dataset that is not prepared) ends with a one-line message and exit status 2, without a
@@ -53,6 +54,16 @@ def _fractions(text):
     return tuple(values)
 
 
+def _alpha(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a miscoverage level in (0, 1), got {text!r}")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a miscoverage level in (0, 1), got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-vc", description="keras_vc benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +96,11 @@ def build_parser():
     compare.add_argument("--robustness-samples", type=_positive_int, default=None, metavar="N",
                          help="test samples (a fixed stratified subset) on which attacks and "
                               "corruptions are evaluated (default 500)")
+    compare.add_argument("--alpha", type=_alpha, nargs="+", default=None, metavar="ALPHA",
+                         help="miscoverage levels of the conformal prediction sets, e.g. "
+                              "--alpha 0.1 0.05 (default 0.1)")
+    compare.add_argument("--no-open-set", action="store_true",
+                         help="skip the open-set models (trained on 60%% of the classes)")
     compare.add_argument("--data-dir", default=None,
                          help="TensorFlow Datasets data directory (tfds: only)")
     compare.add_argument("--download", action="store_true",
@@ -124,6 +140,12 @@ def _compare(args, argv):
         plan = dataclasses.replace(plan, low_data_fractions=args.low_data)
     if args.robustness_samples is not None:
         plan = dataclasses.replace(plan, robustness_samples=args.robustness_samples)
+    if args.alpha is not None:
+        if len(set(args.alpha)) != len(args.alpha):
+            raise _UsageError(f"--alpha: expected distinct levels, got {args.alpha}")
+        plan = dataclasses.replace(plan, alphas=tuple(args.alpha))
+    if args.no_open_set:
+        plan = dataclasses.replace(plan, open_set=False)
     command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
     workers = args.workers or compare.default_workers()
     report = compare.run_compare(

@@ -14,6 +14,13 @@ Four kinds of models are trained per method and seed (the "configs"):
   inputs for signals) with the method's recommended score and with MSP; accuracy and ECE under
   FGSM and PGD (L-infinity, epsilons relative to the input range) and under corruptions at 5
   severities, on a fixed stratified test subset.
+  Post-hoc figures from the logits and features already computed (NumPy, no extra model pass
+  but one feature pass over the training split): conformal prediction sets (APS, RAPS, LAC;
+  :mod:`~keras_vc.benchmark.conformal_eval`, every config), ECE after each post-hoc calibrator
+  fitted on validation (:func:`~keras_vc.benchmark.evaluation.calibrator_figures`), classwise
+  ECE, AURC and AUGRC, and the post-hoc OOD detectors of :mod:`keras_vc.detectors` fitted on the
+  training features (:mod:`~keras_vc.benchmark.posthoc`, configs with OOD sets), with each
+  head's own score compared, paired by seed, to the best detector on the softmax baseline.
 * ``open_set``: trained on the first 60% of the classes; the held-out classes' test samples are
   near-OOD.
 * ``low_data_<f>``: trained on a stratified fraction ``f`` of the training split.
@@ -34,7 +41,10 @@ in order of effect: :data:`DATASET_SETTINGS` (epochs per dataset; MNIST-1D train
 thirds of the time), ``Plan.low_data_fractions`` and
 ``Plan.open_set`` (each config is a model per method and seed), ``Plan.robustness_samples``,
 ``Plan.attack_epsilons`` and ``Plan.pgd_steps`` (evaluation of the full models), and the number
-of seeds.
+of seeds. The post-hoc figures (measured 2026-12-01, CPU seconds per model, on a busy machine):
+calibrators and conformal sets 3.6-4.5 (MNIST-1D full; matrix and Dirichlet scaling are ~2.7 of
+it: ``Plan.calibrators`` drops them), 0.3-1.3 (digits full), 0.02-0.04 (other configs); the
+detectors 0.3-0.5 per model with OOD sets (the training feature pass included).
 """
 
 import dataclasses
@@ -48,12 +58,15 @@ import time
 from typing import Optional
 
 import numpy as np
+import threadpoolctl
 
 from keras_vc import _validation
 from keras_vc import calibration
 from keras_vc.benchmark import backbones
+from keras_vc.benchmark import conformal_eval
 from keras_vc.benchmark import evaluation
 from keras_vc.benchmark import methods as methods_lib
+from keras_vc.benchmark import posthoc
 from keras_vc.data import loaders
 from keras_vc.data import ood
 from keras_vc.robustness import corruptions as corruptions_lib
@@ -113,6 +126,11 @@ class Plan:
         pgd_steps: PGD iterations (step size ``2.5 eps / steps``, random start).
         corruption_severities: severities (1-5) of every applicable corruption.
         ood_samples: far-OOD samples per set (default: as many as test samples).
+        alphas: miscoverage levels of the conformal prediction sets (see
+            :mod:`keras_vc.benchmark.conformal_eval`).
+        calibrators: post-hoc calibrators fitted on the full models (keys of
+            ``evaluation.CALIBRATORS``). Matrix and Dirichlet scaling are the dear ones (about
+            1.3 s each per MNIST-1D model: their unpenalised fits run to the iteration cap).
     """
 
     open_set: bool = True
@@ -122,6 +140,8 @@ class Plan:
     pgd_steps: int = 10
     corruption_severities: tuple = (1, 2, 3, 4, 5)
     ood_samples: Optional[int] = None
+    alphas: tuple = (0.1,)
+    calibrators: tuple = tuple(evaluation.CALIBRATORS)
 
     def __post_init__(self):
         if not isinstance(self.open_set, bool):
@@ -138,6 +158,14 @@ class Plan:
                 raise ValueError(f"`corruption_severities` must lie in 1-5, got {s}.")
         if self.ood_samples is not None:
             _validation.check_int(self.ood_samples, "ood_samples", minimum=1)
+        for a in self.alphas:
+            _validation.check_float(a, "alphas", 0.0, 1.0, strict_minimum=True)
+            if a >= 1.0:
+                raise ValueError(f"`alphas` must lie in (0, 1), got {a}.")
+        for name in self.calibrators:
+            _validation.check_choice(name, "calibrators", tuple(evaluation.CALIBRATORS))
+        if not self.alphas or len(set(self.alphas)) != len(self.alphas):
+            raise ValueError(f"`alphas` must be distinct levels in (0, 1), got {self.alphas!r}.")
 
     def configs(self, num_classes):
         configs = ["full"]
@@ -270,20 +298,41 @@ def run_one(task, data, method, context):
     start, cpu_start = time.perf_counter(), time.process_time()
     where = f"{method.name} on {task.dataset} seed {task.seed} ({task.config})"
     val_logits = evaluation.check_finite(evaluation.predict_logits(model, split.x_val), where)
-    test_logits = evaluation.check_finite(evaluation.predict_logits(model, split.x_test), where)
+    test_features, test_logits = evaluation.predict_outputs(model, split.x_test)
+    test_logits = evaluation.check_finite(test_logits, where)
     fit = evaluation.fit_temperature(val_logits, split.y_val)
     figures = {"calibration": evaluation.calibration_figures(test_logits, split.y_test, fit)}
+    posthoc_start = time.process_time()
+    figures["conformal"] = conformal_eval.conformal_figures(
+        val_logits, split.y_val, test_logits, split.y_test, task.plan.alphas, task.seed)
+    if task.config == "full":  # the dearest NumPy figures (Dirichlet: ~0.3 s), main table only
+        figures["calibrators"] = evaluation.calibrator_figures(
+            val_logits, split.y_val, test_logits, split.y_test, task.plan.calibrators)
+    figures["sets_calibrators_cpu_seconds"] = time.process_time() - posthoc_start
     plot = {}
     if data["ood_sets"]:
         score_fns, recommended = evaluation.score_functions(model, method)
         extra = method.extra_scores(model, train_split) if method.extra_scores else None
         scores_in = evaluation.compute_scores(score_fns, extra, test_logits, split.x_test)
-        scores_out = {}
+        detectors_start = time.process_time()
+        train_features = (None if test_features is None else
+                          evaluation.predict_outputs(model, train_split.x_train)[0])
+        fitted = posthoc.fit_detectors(model, train_features, train_split.y_train,
+                                       train_split.num_classes, task.seed)
+        posthoc_in = posthoc.score_all(fitted, test_features, test_logits)
+        detectors_seconds = time.process_time() - detectors_start
+        scores_out, posthoc_out = {}, {}
         for set_name, x_out in data["ood_sets"].items():
-            logits_out = evaluation.check_finite(evaluation.predict_logits(model, x_out), where)
+            features_out, logits_out = evaluation.predict_outputs(model, x_out)
+            logits_out = evaluation.check_finite(logits_out, where)
             scores_out[set_name] = evaluation.compute_scores(score_fns, extra, logits_out, x_out)
+            detectors_start = time.process_time()
+            posthoc_out[set_name] = posthoc.score_all(fitted, features_out, logits_out)
+            detectors_seconds += time.process_time() - detectors_start
         figures["ood_score"] = recommended
         figures["ood"] = evaluation.ood_figures(scores_in, scores_out)
+        figures["posthoc"] = evaluation.ood_figures(posthoc_in, posthoc_out)
+        figures["detectors_cpu_seconds"] = detectors_seconds
         plot["ood_scores"] = {
             set_name: {name: (scores_in[name].astype(np.float32), out[name].astype(np.float32))
                        for name in ("recommended", "msp")}
@@ -328,6 +377,10 @@ def _log_line(task, name, figures):
     parts = [f"[{task.dataset} | seed {task.seed} | {task.config}]", f"{name:<12s}",
              f"acc {cal['accuracy']:.3f}", f"ECE {cal['ece']:.3f} -> {cal['ece_ts']:.3f} TS",
              f"NLL {cal['nll']:.3f}"]
+    for alpha, by_score in figures["conformal"].items():
+        if isinstance(by_score, dict):
+            parts.append(f"APS@{alpha} size {by_score['aps']['set_size']:.2f} "
+                         f"cov {by_score['aps']['coverage']:.3f}")
     for set_name, by_score in figures.get("ood", {}).items():
         parts.append(f"AUROC {set_name} {by_score['recommended']['auroc']:.3f}")
     if "adversarial" in figures and figures["adversarial"]["pgd"]:
@@ -350,13 +403,17 @@ def run_task(task, dataset, log=print):
     keras.backend.clear_session(free_memory=True)
     data = _task_data(task, dataset)
     context, runs, plots = {}, [], {}
-    for name in task.methods:
-        figures, plot = run_one(task, data, methods_lib.METHODS[name], context)
-        runs.append({"method": name, "seed": task.seed, "config": task.config,
-                     "figures": figures})
-        if plot is not None:
-            plots[name] = plot
-        log(_log_line(task, name, figures))
+    # One thread for NumPy's BLAS too, as for TensorFlow: the post-hoc fits (calibrators,
+    # detectors) are small matrix products, which threads slow down on a shared CPU (Dirichlet
+    # calibration took 7 s instead of 0.8 s with 2 BLAS threads on 2 busy cores).
+    with threadpoolctl.threadpool_limits(limits=1):
+        for name in task.methods:
+            figures, plot = run_one(task, data, methods_lib.METHODS[name], context)
+            runs.append({"method": name, "seed": task.seed, "config": task.config,
+                         "figures": figures})
+            if plot is not None:
+                plots[name] = plot
+            log(_log_line(task, name, figures))
     return {"task": task, "runs": runs, "plots": plots, "descriptions": data["descriptions"],
             "sizes": data["train_split"].sizes()}
 
@@ -616,7 +673,18 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
                     "(lo, hi], first bin [0, 1/15]", "temperature_objective":
                     evaluation.TEMPERATURE_OBJECTIVE, "temperature_fit_on": "validation split",
                     "ood": "in-distribution = positive, higher score = more in-distribution; "
-                    "AUPR step-wise (average precision); FPR at 95% TPR"},
+                    "AUPR step-wise (average precision); FPR at 95% TPR",
+                    "conformal": "split conformal (APS, RAPS randomised; LAC) on "
+                    "softmax(logits / T), T and RAPS's k_reg, lam fitted on one stratified "
+                    "half of the validation split, qhat on the other half; coverage and set "
+                    "size on the test split",
+                    "calibrators": "each fitted on the validation logits (library defaults: "
+                    "no ODIR penalty, 15 bins), test ECE / classwise ECE / accuracy",
+                    "posthoc": "post-hoc detectors (keras_vc.detectors) fitted on the "
+                    "training split's head-input features; the best on the softmax baseline "
+                    "chosen by mean AUROC on the other OOD sets of the dataset",
+                    "selective": "AURC and AUGRC with the largest probability as confidence "
+                    "(right-endpoint sums)"},
         "methods": {name: {"title": methods_lib.METHODS[name].title,
                            "ood_score": methods_lib.METHODS[name].ood_score,
                            "probabilities": methods_lib.METHODS[name].note,
@@ -651,6 +719,7 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
             "runs": runs,
             "summary": summarize_runs(runs),
             "paired_vs_softmax": paired_differences(runs),
+            "versus_best_detector": posthoc.versus_best_detector(runs),
             "plots": {},
         }
         report["datasets"][name]["plots"] = plots.write_plots(report, name, plot_data, out_dir)

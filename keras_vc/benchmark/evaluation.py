@@ -24,34 +24,66 @@ PREDICT_BATCH = 2048
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def predict_logits(model, x):
-    """float64 logits of ``model(x, training=False)``, in batches of :data:`PREDICT_BATCH`.
+def _feature_model(model):
+    """``x -> [head-input features, outputs]`` (the detectors' features), or None when the
+    model's graph does not expose the input of its head."""
+    from keras_vc.detectors import _model as detector_model
+
+    try:
+        extractor, _ = detector_model.feature_model(model, None)
+    except ValueError:
+        return None
+    return extractor if len(extractor.outputs[0].shape) == 2 else None
+
+
+def predict_outputs(model, x):
+    """float64 ``(features, logits)`` of ``model(x, training=False)``, in batches of
+    :data:`PREDICT_BATCH`; ``features`` (the input of the head, what the post-hoc feature
+    detectors read) is None when the model does not expose them as a (n, D) array.
 
     One ``tf.function`` per model with an unknown batch dimension, traced once whatever the
     number of inputs (``model.predict`` retraces for every new last-batch size, and under XLA
     that costs a compilation each time; eager calls pay Keras' per-layer overhead every time).
+    The features come out of the same pass as the logits.
     """
     import tensorflow as tf
 
     x = np.asarray(x, dtype=np.float32)
     function = _PREDICT_FUNCTIONS.get(model)
     if function is None:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        def forward(inputs):
-            return model_ref()(inputs, training=False)
+        extractor = _feature_model(model)
+        # The cache must not keep the model alive (the extractor shares its layers).
+        target_ref = weakref.ref(model if extractor is None else extractor)
+        if extractor is None:
+            def forward(inputs):
+                return None, target_ref()(inputs, training=False)
+        else:
+            def forward(inputs):
+                features, logits = target_ref()(inputs, training=False)
+                return features, logits
 
         spec = tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32)
         function = tf.function(forward, input_signature=[spec])
         # One trace per model is expected (TensorFlow counts traces per code location).
         function._omit_frequent_tracing_warning = True
-        _PREDICT_FUNCTIONS[model] = function
-    outputs = [np.asarray(function(x[start:start + PREDICT_BATCH]), dtype=np.float64)
-               for start in range(0, x.shape[0], PREDICT_BATCH)]
-    logits = np.concatenate(outputs) if outputs else np.zeros((0, 0))
+        _PREDICT_FUNCTIONS[model] = (function, extractor)  # the extractor lives with the model
+    else:
+        function = function[0]
+    features, logits = [], []
+    for start in range(0, x.shape[0], PREDICT_BATCH):
+        batch_features, batch_logits = function(x[start:start + PREDICT_BATCH])
+        logits.append(np.asarray(batch_logits, dtype=np.float64))
+        if batch_features is not None:
+            features.append(np.asarray(batch_features, dtype=np.float64))
+    logits = np.concatenate(logits) if logits else np.zeros((0, 0))
     if logits.ndim != 2:
         raise ValueError(f"the model must output logits of shape (n, K), got {logits.shape}")
-    return logits
+    return (np.concatenate(features) if features else None), logits
+
+
+def predict_logits(model, x):
+    """float64 logits of ``model(x, training=False)`` (see :func:`predict_outputs`)."""
+    return predict_outputs(model, x)[1]
 
 
 def check_finite(logits, what):
@@ -78,13 +110,56 @@ def fit_temperature(val_logits, y_val):
 
 
 def calibration_figures(test_logits, y_test, fit):
-    """Test figures before and (``_ts``) after dividing the logits by ``fit.temperature``."""
-    before = calibration_report(y_test, calibration.softmax(test_logits))
-    after = calibration_report(y_test, calibration.softmax(test_logits, fit.temperature))
+    """Test figures before and (``_ts``) after dividing the logits by ``fit.temperature``:
+    :func:`calibration_report` and :func:`selective_figures`."""
+    probs, probs_ts = (calibration.softmax(test_logits),
+                       calibration.softmax(test_logits, fit.temperature))
+    before = dict(calibration_report(y_test, probs), **selective_figures(y_test, probs))
+    after = dict(calibration_report(y_test, probs_ts), **selective_figures(y_test, probs_ts))
     figures = dict(before)
     figures.update({f"{key}_ts": value for key, value in after.items() if key != "accuracy"})
     figures["temperature"] = fit.temperature
     figures["temperature_at_bound"] = fit.at_bound
+    return figures
+
+
+# Post-hoc calibrators, each fitted on the validation logits with the library's defaults (no
+# ODIR penalty for matrix scaling and Dirichlet calibration; 15 bins for histogram binning).
+CALIBRATORS = {
+    "temperature": calibration.TemperatureScaling,
+    "vector": calibration.VectorScaling,
+    "matrix": calibration.MatrixScaling,
+    "dirichlet": calibration.DirichletCalibration,
+    "histogram": calibration.HistogramBinning,
+    "isotonic": calibration.IsotonicCalibration,
+}
+
+
+def selective_figures(labels, probs):
+    """Classwise ECE (Kull et al. 2019), AURC (Geifman et al. 2019) and AUGRC (Traub et al.
+    2024) of probabilities, the confidence being the largest probability."""
+    return {"classwise_ece": metrics.classwise_calibration_error(labels, probs, NUM_BINS),
+            "aurc": metrics.aurc(labels, probs),
+            "augrc": metrics.augrc(labels, probs)}
+
+
+def calibrator_figures(val_logits, y_val, test_logits, y_test, names=tuple(CALIBRATORS)):
+    """Test accuracy, ECE and classwise ECE after each calibrator of ``names`` (keys of
+    :data:`CALIBRATORS`).
+
+    Every calibrator is fitted on the validation logits (at temperature 1) and applied to the
+    test logits; binning calibrators may change the argmax, hence the accuracy.
+
+    Returns:
+        ``{calibrator: {"accuracy", "ece", "classwise_ece"}}``.
+    """
+    figures = {}
+    for name in names:
+        probs = CALIBRATORS[name]().fit(val_logits, y_val).predict_proba(test_logits)
+        figures[name] = {
+            "accuracy": metrics.accuracy(y_test, probs),
+            "ece": metrics.expected_calibration_error(y_test, probs, NUM_BINS),
+            "classwise_ece": metrics.classwise_calibration_error(y_test, probs, NUM_BINS)}
     return figures
 
 

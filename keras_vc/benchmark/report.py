@@ -103,6 +103,7 @@ def paired_table(report, name):
         for set_name in _ood_sets(data, config):
             columns.append((config, f"ood.{set_name}.recommended.auroc",
                             f"ΔAUROC {SET_TITLES.get(set_name, set_name)}"))
+    columns += _posthoc().paired_columns(report)
     rows = []
     for method in report["methods"]:
         if method not in data["paired_vs_softmax"].get("full", {}):
@@ -260,6 +261,12 @@ def _cpu_line(data):
             "thread): " + "; ".join(parts) + ".")
 
 
+def _posthoc():
+    from keras_vc.benchmark import report_posthoc  # it builds on this module's helpers
+
+    return report_posthoc
+
+
 def format_markdown(report):
     """The full Markdown report (``compare.md``)."""
     lines = [
@@ -291,6 +298,8 @@ def format_markdown(report):
         *_method_lines(report),
         "",
         _plan_line(report),
+        "",
+        *_posthoc().header_lines(report),
     ]
     for name, data in report["datasets"].items():
         lines += ["", f"## {name}", "", data["description"] + ".", ""]
@@ -301,6 +310,16 @@ def format_markdown(report):
                   "Sets: " + "; ".join(f"**{SET_TITLES.get(k, k)}**: {v}"
                                        for k, v in data["ood_sets"].items()) + ".", "",
                   ood_table(report, name), ""]
+        versus = _posthoc().versus_detector_table(report, name)
+        if versus:
+            lines += ["### OOD: each method's own score vs the best post-hoc detector on "
+                      "softmax (AUROC, paired by seed)", "", versus, "",
+                      *_posthoc().verdict_lines(report, name), ""]
+        lines += ["### Conformal prediction sets (test split)", "",
+                  _posthoc().conformal_table(report, name), "",
+                  *_posthoc().smallest_sets_lines(report, name), "",
+                  "### Post-hoc calibrators and selective classification (test split)", "",
+                  _posthoc().calibrator_table(report, name), ""]
         paired = paired_table(report, name)
         if paired:
             lines += ["### Paired difference vs softmax (same seed; seeds where the sign "
@@ -325,6 +344,9 @@ def format_markdown(report):
                   if isinstance(paths, dict) else f"- {title}: [{paths}]({paths})"
                   for title, paths in data["plots"].items()]
         lines += ["", "### All OOD figures", "", ood_appendix(report, name), ""]
+        detectors = _posthoc().detector_tables(report, name)
+        if detectors:
+            lines += ["### Every post-hoc detector on every model", "", detectors, ""]
         lines += [_cpu_line(data), ""]
     return "\n".join(lines) + "\n"
 
@@ -364,6 +386,17 @@ def format_readme_section(report):
         lines += [calibration_table(report, name, columns=SHORT_CALIBRATION_COLUMNS), "",
                   "OOD detection, AUROC (each method's score; MSP alongside):", "",
                   ood_table(report, name), ""]
+        versus = _posthoc().versus_detector_table(report, name)
+        if versus:
+            lines += ["Each method's own OOD score against the best post-hoc detector on the "
+                      "softmax baseline (chosen on the other OOD sets; AUROC, paired by seed; "
+                      "every detector in `compare.md`):", "", versus, "",
+                      *_posthoc().verdict_lines(report, name), ""]
+        lines += ["Conformal prediction sets on the test split (cov = coverage, size = labels "
+                  "per set; bold = smallest; protocol in `compare.md`):", "",
+                  _posthoc().conformal_table(report, name, scores=("aps", "raps"),
+                                             worst=False), "",
+                  *_posthoc().smallest_sets_lines(report, name), ""]
         paired = paired_table(report, name)
         if paired:
             lines += ["Paired difference vs softmax (seeds where the sign held):", "", paired, ""]
