@@ -319,7 +319,7 @@ def _check_detector(detector, model):
                "with epsilon=0 to export it" if epsilon
                else "its `score_tensor` does not reproduce its `score`")
         raise ValueError(f"`ood_score` {kind} cannot be exported: {why}.")
-    if not detector._fitted:
+    if not detector.fitted:
         raise ValueError(f"`ood_score` {kind} is not fitted: call `fit(x, y)` (or "
                          "`fit_features`) on in-distribution training data before exporting it.")
     if detector.model is not None:
@@ -332,7 +332,7 @@ def _check_detector(detector, model):
         return detector, _describe_detector(detector)
     attached = copy.copy(detector)  # the user's detector stays without a model
     try:
-        attached._attach(model)
+        attached.attach(model)
     except ValueError as error:
         raise ValueError(f"`ood_score` {kind} (built without a model) does not fit this model: "
                          f"{error}") from error
@@ -509,7 +509,7 @@ class _ServingPlan:
         if self.detector.input_kind == "logits":
             outputs = self.model(inputs, training=False)
             return outputs, outputs
-        features, outputs = self.detector._extractor(inputs, training=False)
+        features, outputs = self.detector.feature_extractor(inputs, training=False)
         return outputs, features
 
     def _detector_score(self, raw):

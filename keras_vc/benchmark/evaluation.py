@@ -27,7 +27,7 @@ _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 def _feature_model(model):
     """``x -> [head-input features, outputs]`` (the detectors' features), or None when the
     model's graph does not expose the input of its head."""
-    from keras_vc.detectors import _model as detector_model
+    from keras_vc import detectors as detector_model
 
     try:
         extractor, _ = detector_model.feature_model(model, None)

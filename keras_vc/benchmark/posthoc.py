@@ -21,7 +21,7 @@ left out.
 import numpy as np
 
 from keras_vc import detectors
-from keras_vc.detectors import _model as detector_model
+from keras_vc import detectors as detector_model
 
 LOGIT_DETECTORS = ("msp", "max_logit", "energy", "gen")
 FEATURE_DETECTORS = ("mahalanobis", "rmds", "knn")

@@ -20,6 +20,8 @@ Dense layer: ``ViM`` ("vim"), ``ReAct`` ("react").
 """
 
 from keras_vc.detectors._model import ScoreInput
+from keras_vc.detectors._model import dense_head_weights
+from keras_vc.detectors._model import feature_model
 from keras_vc.detectors.base import Detector
 from keras_vc.detectors.gaussian import Mahalanobis
 from keras_vc.detectors.gaussian import RelativeMahalanobis

@@ -50,6 +50,27 @@ class Detector(_persistence.Persistable):
             self._attach(model)
 
     # -- the model -------------------------------------------------------------------------------
+    @property
+    def fitted(self):
+        """Whether the detector can score (fitted, or a detector that needs no fit)."""
+        return self._fitted
+
+    @property
+    def feature_extractor(self):
+        """The model mapping inputs to ``(features, outputs)`` (feature detectors) or the
+        attached model itself (logit detectors); None without a model."""
+        return self._extractor
+
+    def attach(self, model):
+        """Attaches ``model`` (as ``load(path, model)`` does), checking layer and width.
+
+        Raises:
+            ValueError: a missing layer, a wrong rank, or features of another width than the
+                fitted ones.
+        """
+        self._attach(model)
+        return self
+
     def _attach(self, model):
         if self.input_kind == "features":
             extractor, name = _model.feature_model(model, self.layer)

@@ -17,7 +17,7 @@ from keras_vc import conformal
 from keras_vc import detectors as detectors_lib
 from keras_vc import metrics
 from keras_vc import scores as scores_lib
-from keras_vc.detectors import _model
+from keras_vc import detectors as detector_model
 
 NUM_BINS = 15
 DEFAULT_DETECTORS = ("head", "msp", "max_logit", "energy", "gen", "mahalanobis", "rmds", "knn",
@@ -36,7 +36,7 @@ class Forward:
     def __init__(self, model, batch_size, verbose):
         self.model, self.batch_size, self.verbose = model, batch_size, verbose
         try:
-            self.extractor, self.layer = _model.feature_model(model, None)
+            self.extractor, self.layer = detector_model.feature_model(model, None)
         except ValueError as error:
             self.extractor, self.layer, self.reason = None, None, str(error)
 
