@@ -2,7 +2,7 @@
 
     keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH]
                      [--methods softmax,isomax_plus,dismax,vc,snnl,tst,vtst] [--seeds 3]
-                     [--epochs N] [--out reports/] [--workers N] [--low-data 0.1,0.25|none]
+                     [--epochs N] [--out reports/] [--workers N] [--low-data 0.1|0.1,0.25|none]
                      [--robustness-samples N] [--alpha 0.1 [0.05 ...]] [--no-open-set]
                      [--data-dir DIR] [--download]
 
@@ -92,7 +92,7 @@ def build_parser():
                               "CPU core, at most 8)")
     compare.add_argument("--low-data", type=_fractions, default=None, metavar="FRACTIONS",
                          help="training fractions of the low-data models, e.g. 0.1,0.25 "
-                              "(the default), or 'none'")
+                              "(default 0.1), or 'none'")
     compare.add_argument("--robustness-samples", type=_positive_int, default=None, metavar="N",
                          help="test samples (a fixed stratified subset) on which attacks and "
                               "corruptions are evaluated (default 500)")
