@@ -315,7 +315,7 @@ def test_flatten_and_plan_validation():
         with pytest.raises(ValueError):
             compare.Plan(**kwargs)
     assert compare.Plan().configs(10) == ["full", "open_set", "low_data_0.1"]
-    assert compare.Plan().configs(2) == ["full", "low_data_0.1", "low_data_0.25"]
+    assert compare.Plan().configs(2) == ["full", "low_data_0.1"]
 
 
 def test_run_compare_rejects_bad_arguments(tmp_path):
