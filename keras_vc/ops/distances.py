@@ -113,7 +113,8 @@ def pairwise_squared_euclidean(a, b):
     _check_rows(a, "a", rank=2)
     _check_rows(b, "b", rank=2)
     _check_same_width(a, b, "a", "b")
-    count = ops.cast(ops.shape(a)[0] + ops.shape(b)[0], a.dtype)
+    # Row counts as tensors: a symbolic batch dimension (None) has no Python value.
+    count = ops.sum(ops.ones_like(a[:, 0])) + ops.sum(ops.ones_like(b[:, 0]))
     # Any common shift is exact; as a constant it also leaves the gradients exact.
     centre = ops.stop_gradient((ops.sum(a, axis=0) + ops.sum(b, axis=0)) / ops.maximum(count, 1.0))
     a, b = a - centre, b - centre
