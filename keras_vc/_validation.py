@@ -123,6 +123,18 @@ def check_float(value, name, minimum=None, maximum=None, strict_minimum=False):
     return value
 
 
+def check_value_range(value_range, name="value_range"):
+    """Checks a ``(low, high)`` pair of finite numbers with ``high > low``; returns it as floats."""
+    if isinstance(value_range, (str, bytes)) or not hasattr(value_range, "__len__") or len(
+            value_range) != 2:
+        raise ValueError(f"`{name}` must be (low, high), got {value_range!r}.")
+    low = check_float(value_range[0], f"{name}[0]")
+    high = check_float(value_range[1], f"{name}[1]")
+    if not high > low:
+        raise ValueError(f"`{name}` must have high > low, got {value_range!r}.")
+    return low, high
+
+
 def check_choice(value, name, choices):
     """Checks that a string option is one of ``choices``."""
     if value not in choices:

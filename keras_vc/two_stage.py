@@ -9,13 +9,25 @@ below, discards the rest and trains a new head from scratch:
 * ``head="tst"``: :class:`keras_vc.layers.BottleneckHead`, ``D -> 3Z -> ReLU -> Z -> K`` with
   cross-entropy;
 * ``head="vtst"``: :class:`keras_vc.layers.VariationalHead`, a Gaussian ``q(z | x)`` with a
-  variance bounded in (0, 1), an ``N(0, I)`` prior and loss ``CE + mean over batch of the KL
-  averaged over latent dimensions``; predictions average the class probabilities of
-  ``num_samples`` draws.
+  variance bounded in (0, 1), an ``N(0, I)`` prior and loss ``CE + kl_weight * mean over batch
+  of the KL averaged over latent dimensions`` (``kl_weight = 1`` in the reference);
+  predictions average the class probabilities of ``num_samples`` draws.
 
 The checkpoint of the epoch with the lowest **validation NLL** is kept (and training stops early
 after ``patience`` epochs without improvement), as the authors advise (README; Algorithm 1 of the
 paper says otherwise and is wrong on this point, per the authors).
+
+**When V-TST helps.** The paper trains stage 2 on large training sets (CIFAR-10/100, SVHN:
+tens of thousands of examples), where the KL is small next to the summed evidence of the data.
+On small training sets the KL pulls the latent towards the prior, and averaging the
+probabilities of ``num_samples`` draws flattens them further: V-TST is then **underconfident**
+(on 900 digits with ``latent_dim=16`` its ECE was several times stage 1's). To tell, fit a
+temperature on held-out data (:func:`keras_vc.calibration.fit_temperature`): a fitted
+``T < 1`` (the logits must be sharpened) means underconfidence. Lower ``kl_weight`` (for
+example 0.1) or use ``head="tst"`` on small data.
+
+The backend does not matter: stage 2 trains with ``model.fit`` on arrays (or on a
+``tf.data.Dataset`` given by the user), so TensorFlow, JAX and PyTorch run it alike.
 
 Choices that differ from the reference code, on purpose:
 
@@ -34,7 +46,13 @@ Choices that differ from the reference code, on purpose:
 * **Features are computed once** when the data are arrays and the frozen body gives the same
   output in training and inference mode (no Dropout or random augmentation in it): the head is then
   trained on cached features, which gives the same model as training through the body, many times
-  faster. Pass ``cache_features=False`` to always train through the body.
+  faster. Cached-feature training therefore sees **no data augmentation** (the reference
+  augments the stage-2 inputs; augmentation layers in the body make it random, so such a body
+  is trained through instead). Pass ``cache_features=False`` to always train through the body.
+* **Model selection** (V-TST): the ``num_samples``-draw validation NLL with early stopping
+  (``patience``), where the reference keeps the best of all epochs by the single-draw
+  validation CE + KL (its training loss). ``patience=None`` trains every epoch, as the
+  reference, and still selects by the ``num_samples``-draw NLL.
 * The training data are shuffled every epoch (the reference's DataLoaders use ``shuffle=False``).
 
 Example::
@@ -46,6 +64,8 @@ Example::
     probs = keras.ops.softmax(stage2.predict(x_test))   # the output is float32 logits
 """
 
+import sys
+
 import keras
 import numpy as np
 
@@ -56,6 +76,7 @@ from keras_vc.layers.variational_head import VariationalHead
 
 HEADS = ("tst", "vtst")
 DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_KL_WEIGHT = 1.0  # the reference's loss: CE + the KL averaged over latent dimensions
 NLL_METRIC = "nll"
 
 
@@ -131,7 +152,10 @@ def frozen_feature_extractor(model, features):
         A ``keras.Model`` mapping ``model``'s inputs to the features, with fresh inputs of
         unspecified batch size.
     """
-    graph = _check_model(model)
+    return _extract(model, _check_model(model), features)
+
+
+def _extract(model, graph, features):
     layer = _feature_layer(model, features)
     tensor = _feature_tensor(graph, layer)
     inputs = list(graph.inputs)
@@ -166,15 +190,45 @@ def _num_classes(model, num_classes):
     return int(last)
 
 
-def _make_head(head, num_classes, latent_dim, hidden_units, num_samples, seed):
+def _check_head_arguments(model, head, latent_dim, num_classes, hidden_units, num_samples, seed,
+                          kl_weight):
+    """The one validation of what :func:`build_stage_two` and :func:`retrain_head` share
+    (``model`` already checked)."""
+    _validation.check_choice(head, "head", HEADS)
+    arguments = dict(
+        head=head,
+        latent_dim=_validation.check_int(latent_dim, "latent_dim", minimum=1),
+        num_samples=_validation.check_int(num_samples, "num_samples", minimum=1),
+        hidden_units=(None if hidden_units is None
+                      else _validation.check_int(hidden_units, "hidden_units", minimum=1)),
+        seed=None if seed is None else _validation.check_int(seed, "seed", minimum=0),
+        kl_weight=_validation.check_float(kl_weight, "kl_weight", minimum=0.0),
+    )
+    if head == "tst" and arguments["kl_weight"] != DEFAULT_KL_WEIGHT:
+        raise ValueError(f"`kl_weight` applies to head='vtst' only (TST has no KL term), got "
+                         f"{kl_weight} with head='tst'.")
+    arguments["num_classes"] = _num_classes(model, num_classes)
+    return arguments
+
+
+def _assemble(model, graph, features, head, latent_dim, num_classes, hidden_units, num_samples,
+              seed, kl_weight):
+    """The stage-2 model from validated arguments."""
+    body = _extract(model, graph, features)
     if head == "tst":
-        return BottleneckHead(num_classes, latent_dim, hidden_units=hidden_units, name="tst_head")
-    return VariationalHead(num_classes, latent_dim, num_samples=num_samples,
-                           hidden_units=hidden_units, seed=seed, name="vtst_head")
+        new_head = BottleneckHead(num_classes, latent_dim, hidden_units=hidden_units,
+                                  name="tst_head")
+    else:
+        new_head = VariationalHead(num_classes, latent_dim, num_samples=num_samples,
+                                   hidden_units=hidden_units, seed=seed, kl_weight=kl_weight,
+                                   name="vtst_head")
+    inputs = body.inputs[0] if len(body.inputs) == 1 else body.inputs
+    return keras.Model(inputs, new_head(body(inputs)), name=f"{model.name}_{head}")
 
 
 def build_stage_two(model, features, head="tst", latent_dim=128, num_classes=None,
-                    hidden_units=None, num_samples=10, seed=None):
+                    hidden_units=None, num_samples=10, seed=None,
+                    kl_weight=DEFAULT_KL_WEIGHT):
     """The stage-2 model, untrained: ``model``'s inputs -> frozen features -> a new head.
 
     Args:
@@ -187,32 +241,28 @@ def build_stage_two(model, features, head="tst", latent_dim=128, num_classes=Non
         hidden_units: hidden width of the head; ``None`` means ``3 * latent_dim``.
         num_samples: V-TST draws averaged at inference (>= 1; 1 uses the posterior mean).
         seed: V-TST sampling seed (``None``: random).
+        kl_weight: V-TST weight of the KL term (>= 0; 1 as in the reference); must stay 1 for
+            ``head="tst"``.
 
     Returns:
         An uncompiled ``keras.Model`` whose layers are the inputs, the frozen feature extractor
         (``model.layers[-2]``) and the head (``model.layers[-1]``); its output is float32 logits.
+
+    Raises:
+        ValueError: for a model that cannot be cut (not built, subclassed, no such layer) or a
+            bad argument.
     """
-    _check_model(model)
-    _validation.check_choice(head, "head", HEADS)
-    latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
-    num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
-    if hidden_units is not None:
-        hidden_units = _validation.check_int(hidden_units, "hidden_units", minimum=1)
-    if seed is not None:
-        seed = _validation.check_int(seed, "seed", minimum=0)
-    num_classes = _num_classes(model, num_classes)
-    body = frozen_feature_extractor(model, features)
-    new_head = _make_head(head, num_classes, latent_dim, hidden_units, num_samples, seed)
-    inputs = body.inputs[0] if len(body.inputs) == 1 else body.inputs
-    return keras.Model(inputs, new_head(body(inputs)), name=f"{model.name}_{head}")
+    graph = _check_model(model)
+    arguments = _check_head_arguments(model, head, latent_dim, num_classes, hidden_units,
+                                      num_samples, seed, kl_weight)
+    return _assemble(model, graph, features, **arguments)
 
 
 def _is_dataset(data):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - the package requires TensorFlow
-        return False
-    return isinstance(data, tf.data.Dataset)
+    # A tf.data.Dataset can only exist once TensorFlow is imported: no import here, so that
+    # the other backends never load TensorFlow.
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
 
 
 def _check_data(data, name, num_classes):
@@ -266,32 +316,20 @@ def _compile(model, optimizer, one_hot, jit_compile, steps_per_execution=1):
                   steps_per_execution=steps_per_execution)
 
 
-def _training_data(x, y, batch_size):
-    # A dataset built once and reshuffled every epoch: Keras rebuilds the input pipeline of NumPy
-    # arrays at every epoch, which costs more than an epoch of a small head. Its shuffle seed
-    # comes from TensorFlow's global seed (`keras.utils.set_random_seed`).
-    import tensorflow as tf
-
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    return data.shuffle(len(x), reshuffle_each_iteration=True).batch(batch_size)
-
-
-def _validation_data(x, y, batch_size):
-    import tensorflow as tf
-
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-
-
 def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
                  validation_data=None, epochs=40, optimizer=None, batch_size=256, num_samples=10,
                  patience=10, hidden_units=None, num_classes=None, seed=None, cache_features=True,
-                 jit_compile="auto", steps_per_execution=1, verbose=0):
+                 jit_compile="auto", steps_per_execution=1, verbose=0,
+                 kl_weight=DEFAULT_KL_WEIGHT):
     """Stage 2 of TST / V-TST: trains a new head on the frozen features of a trained model.
 
-    Builds :func:`build_stage_two`, trains the head with cross-entropy (plus, for V-TST, the KL
-    averaged over latent dimensions) and keeps the weights of the epoch with the lowest
-    validation NLL (``val_nll``; for V-TST the NLL of the ``num_samples``-draw predictive, never
-    the loss with its KL term). Training stops after ``patience`` epochs without improvement.
+    Builds :func:`build_stage_two`, trains the head with cross-entropy (plus, for V-TST,
+    ``kl_weight`` times the KL averaged over latent dimensions) and keeps the weights of the
+    epoch with the lowest validation NLL (``val_nll``; for V-TST the NLL of the
+    ``num_samples``-draw predictive, never the loss with its KL term; the reference keeps the
+    best epoch by single-draw CE + KL). Training stops after ``patience`` epochs without
+    improvement. V-TST is made for large training sets and tends to be underconfident on small
+    ones (a fitted temperature ``T < 1``): see the module docstring.
 
     Args:
         model: the trained stage-1 model (built Sequential or functional). It is not modified:
@@ -301,7 +339,8 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
         head: ``"tst"`` (MLP head, cross-entropy) or ``"vtst"`` (variational head).
         latent_dim: width ``Z`` of the latent layer (>= 1); the reference uses 128 on CIFAR-10.
         train_data: ``(x, y)`` arrays (labels as class ids or one-hot rows) or a batched
-            ``tf.data.Dataset`` of ``(x, y)``; arrays are shuffled every epoch.
+            ``tf.data.Dataset`` of ``(x, y)``; arrays are shuffled every epoch. Cached-feature
+            training (see ``cache_features``) sees no data augmentation.
         validation_data: the same forms; required (checkpoint selection on its NLL).
         epochs: maximum number of epochs (>= 1); the reference trains 40.
         optimizer: a Keras optimizer or its name; ``None`` means Adam with learning rate 1e-4,
@@ -320,35 +359,34 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
             compiled step; on small heads per-step dispatch dominates, and 16 makes stage 2 about
             twice as fast with the same updates).
         verbose: passed to ``fit``.
+        kl_weight: V-TST weight of the KL term (>= 0); 1, the default, is the reference's loss.
+            Smaller values make V-TST less underconfident on small training sets. Must stay 1
+            for ``head="tst"``.
 
     Returns:
         The trained, compiled stage-2 ``keras.Model`` (inputs -> frozen features -> head; float32
         logits). Its ``history`` attribute holds the ``keras.callbacks.History`` of stage 2.
+
+    Raises:
+        ValueError: for a model that cannot be cut, a bad argument, or data of the wrong form.
     """
-    _check_model(model)
-    _validation.check_choice(head, "head", HEADS)
-    latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
+    graph = _check_model(model)
+    arguments = _check_head_arguments(model, head, latent_dim, num_classes, hidden_units,
+                                      num_samples, seed, kl_weight)
     epochs = _validation.check_int(epochs, "epochs", minimum=1)
     batch_size = _validation.check_int(batch_size, "batch_size", minimum=1)
-    num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
     if patience is not None:
         patience = _validation.check_int(patience, "patience", minimum=1)
-    if hidden_units is not None:
-        hidden_units = _validation.check_int(hidden_units, "hidden_units", minimum=1)
-    if seed is not None:
-        seed = _validation.check_int(seed, "seed", minimum=0)
     steps_per_execution = _validation.check_int(steps_per_execution, "steps_per_execution",
                                                 minimum=1)
-    num_classes = _num_classes(model, num_classes)
+    num_classes = arguments["num_classes"]
     train = _check_data(train_data, "train_data", num_classes)
     validation = _check_data(validation_data, "validation_data", num_classes)
     one_hot = train[-1]
     if validation[-1] != one_hot:
         raise ValueError("`train_data` and `validation_data` must both use class ids or both "
                          "one-hot labels.")
-    stage2 = build_stage_two(model, features, head=head, latent_dim=latent_dim,
-                             num_classes=num_classes, hidden_units=hidden_units,
-                             num_samples=num_samples, seed=seed)
+    stage2 = _assemble(model, graph, features, **arguments)
     optimizer = (keras.optimizers.Adam(DEFAULT_LEARNING_RATE) if optimizer is None
                  else keras.optimizers.get(optimizer))
     body, new_head = stage2.layers[-2], stage2.layers[-1]
@@ -370,11 +408,17 @@ def retrain_head(model, features, head="tst", latent_dim=128, train_data=None,
         if validation[0] == "arrays":
             x_val, y_val = validation[1]
     _compile(trained, optimizer, one_hot, jit_compile, steps_per_execution)
-    history = trained.fit(_training_data(x, y, batch_size) if x is not None else train[1],
-                          validation_data=(_validation_data(x_val, y_val, batch_size)
-                                           if x_val is not None else validation[1]),
-                          epochs=epochs, shuffle=False, callbacks=[early_stopping],
-                          verbose=verbose)
+    # Arrays go to `fit` as they are (shuffled every epoch, batched by `batch_size`): the
+    # backend's own input pipeline, with no TensorFlow needed on JAX or PyTorch.
+    if x is not None:
+        fit_data = dict(x=x, y=y, batch_size=batch_size, shuffle=True)
+    else:
+        fit_data = dict(x=train[1])
+    history = trained.fit(**fit_data,
+                          validation_data=((x_val, y_val) if x_val is not None
+                                           else validation[1]),
+                          validation_batch_size=batch_size if x_val is not None else None,
+                          epochs=epochs, callbacks=[early_stopping], verbose=verbose)
     if trained is not stage2:
         _compile(stage2, optimizer, one_hot, jit_compile, steps_per_execution)
     stage2.history = history

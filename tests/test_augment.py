@@ -1,10 +1,18 @@
 """fractional_probability_mix (DisMax FPR) against a hand-built mosaic and target."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_vc.augment import fractional_probability_mix
+
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+tensorflow_only = pytest.mark.skipif(
+    not TENSORFLOW, reason="tf.data and TensorFlow stateless seeds: TensorFlow backend only")
+
+
+def _np(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
 def indexed_images(batch_size, height, width, channels=2):
@@ -46,7 +54,7 @@ def test_matches_hand_built_mosaic_and_target(shape):
     images = indexed_images(batch_size, height, width)
     labels = np.arange(batch_size) % 5
     mixed, targets = fractional_probability_mix(images, labels, num_classes=6, seed=1)
-    mixed, targets = mixed.numpy(), targets.numpy()
+    mixed, targets = _np(mixed), _np(targets)
     permutation = recover_permutation(mixed)
     assert sorted(permutation) == list(range(batch_size)), "the batch must be permuted, not mixed"
     expected_images, expected_targets = hand_built(images, labels, permutation, 6)
@@ -60,30 +68,43 @@ def test_repeated_classes_accumulate_and_labels_of_shape_b_1():
     images = indexed_images(8, 4, 4)
     labels = np.array([[3]] * 8)
     _, targets = fractional_probability_mix(images, labels, num_classes=4, seed=0)
-    np.testing.assert_allclose(targets.numpy(), np.eye(4)[[3] * 8])
+    np.testing.assert_allclose(_np(targets), np.eye(4)[[3] * 8])
 
 
 def test_seed_makes_it_deterministic():
     images, labels = indexed_images(16, 4, 4), np.arange(16) % 3
-    first = fractional_probability_mix(images, labels, 3, seed=7)[0].numpy()
-    again = fractional_probability_mix(images, labels, 3, seed=7)[0].numpy()
-    other = fractional_probability_mix(images, labels, 3, seed=8)[0].numpy()
-    pair = fractional_probability_mix(images, labels, 3, seed=tf.constant([7, 0]))[0].numpy()
+    first = _np(fractional_probability_mix(images, labels, 3, seed=7)[0])
+    again = _np(fractional_probability_mix(images, labels, 3, seed=7)[0])
+    other = _np(fractional_probability_mix(images, labels, 3, seed=8)[0])
     np.testing.assert_array_equal(first, again)
-    np.testing.assert_array_equal(first, pair)
     assert not np.array_equal(first, other)
-    unseeded = [recover_permutation(fractional_probability_mix(images, labels, 3)[0].numpy())
+    unseeded = [recover_permutation(_np(fractional_probability_mix(images, labels, 3)[0]))
                 for _ in range(3)]
     assert len({tuple(p) for p in unseeded}) > 1
+
+
+@tensorflow_only
+def test_integer_seed_is_the_tensorflow_stateless_seed_s_0():
+    import tensorflow as tf
+
+    images, labels = indexed_images(16, 4, 4), np.arange(16) % 3
+    first = _np(fractional_probability_mix(images, labels, 3, seed=7)[0])
+    pair = _np(fractional_probability_mix(images, labels, 3, seed=tf.constant([7, 0]))[0])
+    np.testing.assert_array_equal(first, pair)
+    expected = np.argsort(tf.random.stateless_uniform([16], seed=[7, 0]).numpy())
+    np.testing.assert_array_equal(recover_permutation(first), expected)
 
 
 def test_keeps_the_image_dtype():
     images = (indexed_images(8, 2, 2, 1) % 256).astype("uint8")
     mixed, _ = fractional_probability_mix(images, np.zeros(8, "int64"), 2, seed=0)
-    assert mixed.dtype == tf.uint8
+    assert keras.backend.standardize_dtype(mixed.dtype) == "uint8"
 
 
+@tensorflow_only
 def test_inside_tf_data_map_after_batch():
+    import tensorflow as tf
+
     images = indexed_images(32, 4, 4)
     labels = (np.arange(32) % 4).astype("int32")
 
@@ -108,7 +129,10 @@ def test_inside_tf_data_map_after_batch():
     assert len(orders) > 1, "each batch should get its own permutation"
 
 
+@tensorflow_only
 def test_out_of_range_labels_fail_inside_tf_data():
+    import tensorflow as tf
+
     dataset = (tf.data.Dataset.from_tensor_slices((indexed_images(8, 4, 4), np.arange(8)))
                .batch(8, drop_remainder=True)
                .map(lambda x, y: fractional_probability_mix(x, y, 5, seed=0)))
@@ -116,10 +140,22 @@ def test_out_of_range_labels_fail_inside_tf_data():
         list(dataset)
 
 
+@tensorflow_only
 def test_unknown_batch_size_in_tf_data():
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices((indexed_images(8, 4, 4), np.zeros(8, "int32")))
     with pytest.raises(ValueError, match="drop_remainder"):
         dataset.batch(8).map(lambda x, y: fractional_probability_mix(x, y, 5))
+
+
+@pytest.mark.skipif(TENSORFLOW, reason="the refusal of tf.data on the other backends")
+def test_inside_tf_data_on_another_backend_raises_a_clear_error():
+    tf = pytest.importorskip("tensorflow")
+    dataset = tf.data.Dataset.from_tensor_slices((indexed_images(8, 4, 4), np.zeros(8, "int32")))
+    backend = keras.backend.backend()
+    with pytest.raises(ValueError, match=f"only on the TensorFlow backend.*{backend}"):
+        dataset.batch(8, drop_remainder=True).map(lambda x, y: fractional_probability_mix(x, y, 5))
 
 
 @pytest.mark.parametrize("batch_size,height,width,match", [

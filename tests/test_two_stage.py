@@ -13,6 +13,8 @@ from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 3
 DIM = 6
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="tf.data / SavedModel: TensorFlow backend only")
 
 
 def _blobs(n, seed):
@@ -29,16 +31,11 @@ def data():
 
 
 def _fit_stage1(model, data):
-    """A few eager training steps: moves the weights and the BatchNorm moving statistics."""
+    """A few full-batch training steps: moves the weights and the BatchNorm moving statistics."""
     (x, y), _ = data
-    optimizer = keras.optimizers.Adam(1e-2)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    import tensorflow as tf
-
-    for step in range(10):
-        with tf.GradientTape() as tape:
-            value = loss(y, model(x, training=True))
-        optimizer.apply(tape.gradient(value, model.trainable_variables), model.trainable_variables)
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=len(x), epochs=10, shuffle=False, verbose=0)
     return model
 
 
@@ -167,7 +164,7 @@ def test_checkpoint_with_lowest_validation_nll_is_restored(functional_stage1, da
                                rtol=1e-4)
 
 
-def test_stage_two_model_saves_loads_and_exports(tst_model, data, tmp_path):
+def test_stage_two_model_saves_and_loads(tst_model, data, tmp_path):
     model, _ = tst_model
     (x, _), _ = data
     expected = model.predict(x, verbose=0)
@@ -175,9 +172,16 @@ def test_stage_two_model_saves_loads_and_exports(tst_model, data, tmp_path):
     model.save(path)
     restored = keras.saving.load_model(path)
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
-    model.export(os.path.join(str(tmp_path), "export"), verbose=False)
+
+
+@tensorflow_only
+def test_stage_two_model_exports_a_saved_model(tst_model, data, tmp_path):
     import tensorflow as tf
 
+    model, _ = tst_model
+    (x, _), _ = data
+    expected = model.predict(x, verbose=0)
+    model.export(os.path.join(str(tmp_path), "export"), verbose=False)
     reloaded = tf.saved_model.load(os.path.join(str(tmp_path), "export"))
     np.testing.assert_allclose(reloaded.serve(tf.constant(x)), expected, atol=1e-5)
 
@@ -236,6 +240,33 @@ def test_vtst_loss_is_cross_entropy_plus_kl_averaged_over_dimensions():
     logs = model.train_on_batch(x, y, return_dict=True)  # SGD(0): the loss of these weights
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
     assert model(x, training=False).shape == (16, 4) and not model.losses
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, 0.1, 2.5])
+def test_vtst_kl_weight_scales_the_kl_term(kl_weight):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    y = rng.integers(0, 4, size=16)
+    head = VariationalHead(num_classes=4, latent_dim=3, seed=1, kl_weight=kl_weight)
+    model = _head_model(head)
+    mean, log_variance = _encoder_numpy(head, x.astype(np.float64))
+    logits = model(x, training=True)
+    np.testing.assert_allclose(float(model.losses[0]), kl_weight * _kl_numpy(mean, log_variance),
+                               rtol=1e-5, atol=1e-7)
+    loss = model.compute_loss(x, y, logits, training=True)
+    np.testing.assert_allclose(
+        float(loss), _nll(logits, y) + kl_weight * _kl_numpy(mean, log_variance), rtol=1e-5)
+    restored = VariationalHead.from_config(head.get_config())
+    assert restored.kl_weight == kl_weight
+
+
+def test_retrain_head_passes_the_kl_weight_to_the_vtst_head(functional_stage1, data):
+    model = _retrain(functional_stage1, data, features="features", head="vtst", epochs=1,
+                     kl_weight=0.1)
+    assert model.layers[-1].kl_weight == 0.1
+    stage2 = two_stage.build_stage_two(functional_stage1, "features", head="vtst", latent_dim=2,
+                                       kl_weight=0.5)
+    assert stage2.layers[-1].kl_weight == 0.5
 
 
 def test_vtst_training_draws_follow_the_posterior():
@@ -327,6 +358,9 @@ def _subclassed():
     (None, dict(epochs=0), "`epochs` must be >= 1"),
     (None, dict(num_samples=0, head="vtst"), "`num_samples` must be >= 1"),
     (None, dict(steps_per_execution=0), "`steps_per_execution` must be >= 1"),
+    (None, dict(head="vtst", kl_weight=-0.5), "`kl_weight` must be >= 0"),
+    (None, dict(head="vtst", kl_weight="0.1"), "`kl_weight` must be a number"),
+    (None, dict(head="tst", kl_weight=0.5), "`kl_weight` applies to head='vtst' only"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_bad_input_raises_value_error(functional_stage1, data, make_model, overrides, message):
     (x, y), (x_val, y_val) = data
@@ -344,6 +378,9 @@ def test_bad_input_raises_value_error(functional_stage1, data, make_model, overr
     (lambda: VariationalHead(3, 4, num_samples=0), "`num_samples` must be >= 1"),
     (lambda: VariationalHead(3, 4, hidden_units=0), "`hidden_units` must be >= 1"),
     (lambda: VariationalHead(3, 4, seed=-1), "`seed` must be >= 0"),
+    (lambda: VariationalHead(3, 4, kl_weight=-1.0), "`kl_weight` must be >= 0"),
+    (lambda: two_stage.build_stage_two(_conv_model(), "conv", head="tst", kl_weight=0.5),
+     "`kl_weight` applies to head='vtst' only"),
     (lambda: BottleneckHead(3, 0), "`latent_dim` must be >= 1"),
     (lambda: BottleneckHead(3, 2, hidden_units=2.5), "`hidden_units` must be an integer"),
 ])
@@ -362,6 +399,7 @@ def test_bad_num_samples_in_call_raises_value_error():
     ((2, 1), "must have shape \\(batch,\\), \\(batch, 1\\) or one-hot"),  # used to slip through
     ((NUM_CLASSES + 2,), "neither class ids .* nor one-hot rows"),
 ])
+@tensorflow_only
 def test_dataset_labels_of_a_wrong_shape_raise(functional_stage1, data, label_shape, message):
     import tensorflow as tf
 

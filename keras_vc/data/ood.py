@@ -31,16 +31,6 @@ def _sample_photos():
                  for image in load_sample_images().images)
 
 
-def _check_value_range(value_range):
-    if value_range is None or len(value_range) != 2:
-        raise ValueError(f"`value_range` must be (low, high), got {value_range!r}.")
-    low = _validation.check_float(value_range[0], "value_range[0]")
-    high = _validation.check_float(value_range[1], "value_range[1]")
-    if not high > low:
-        raise ValueError(f"`value_range` must have high > low, got {value_range!r}.")
-    return low, high
-
-
 def photo_patches(num_patches, image_shape=(8, 8, 1), value_range=(0.0, 1.0), seed=0,
                   downscale=(4, 5, 6, 7, 8), min_contrast=0.05):
     """Far-OOD patches cut from scikit-learn's bundled sample photographs.
@@ -78,7 +68,7 @@ def photo_patches(num_patches, image_shape=(8, 8, 1), value_range=(0.0, 1.0), se
         )
     height, width, channels = (_validation.check_int(v, "image_shape", minimum=1)
                                for v in image_shape)
-    low, high = _check_value_range(value_range)
+    low, high = _validation.check_value_range(value_range)
     downscale = tuple(_validation.check_int(f, "downscale", minimum=1) for f in downscale)
     if not downscale:
         raise ValueError("`downscale` must not be empty.")

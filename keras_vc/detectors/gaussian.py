@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_vc import _validation
-from keras_vc.detectors import _gradients
+from keras_vc.ops import gradients
 from keras_vc.detectors import _model
 from keras_vc.detectors import _streaming
 from keras_vc.detectors.base import Detector
@@ -142,7 +142,7 @@ class Mahalanobis(Detector):
             features = self.prepare_tensor(self._forward(x))
             return ops.sum(ops.min(self._class_distances(ops.cast(features, "float32")), axis=1))
 
-        perturbed = _gradients.signed_step(closest_distance, x_batch, -self.epsilon)
+        perturbed = gradients.signed_step(closest_distance, x_batch, -self.epsilon)
         return super()._score_inputs(perturbed)
 
 

@@ -4,7 +4,7 @@ from keras import ops
 
 from keras_vc import _validation
 from keras_vc import scores
-from keras_vc.detectors import _gradients
+from keras_vc.ops import gradients
 from keras_vc.detectors.logit import _LogitDetector
 
 
@@ -58,5 +58,5 @@ class ODIN(_LogitDetector):
             picked = ops.take_along_axis(logits, ops.expand_dims(predicted, -1), axis=-1)[:, 0]
             return ops.sum(ops.logsumexp(logits, axis=-1) - picked)
 
-        perturbed = _gradients.signed_step(tempered_cross_entropy, x_batch, -self.epsilon)
+        perturbed = gradients.signed_step(tempered_cross_entropy, x_batch, -self.epsilon)
         return super()._score_inputs(perturbed)

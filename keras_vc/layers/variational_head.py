@@ -24,13 +24,16 @@ class VariationalHead(ClassifierHead):
         q(z | h) = N(mu(h), diag s^2(h))    mu, log s^2: MLPs D -> 3Z -> ReLU -> Z,
                                             log s^2 = log_sigmoid(.) so s^2 lies in (0, 1)
         p(y | z) = softmax(W z + b)
-        loss     = CE(W z + b, y) + mean over batch of (1/Z) sum_d KL(q_d || N(0, 1)),
+        loss     = CE(W z + b, y) + w * mean over batch of (1/Z) sum_d KL(q_d || N(0, 1)),
                    z = mu + s * eps (one reparameterised draw per example)
 
     The KL is averaged over the latent dimensions, as in the reference (an effective weight of
-    ``1/Z`` on the summed KL). The encoder is :class:`keras_vc.layers.GaussianEncoder`
-    (``hidden_units=3 * latent_dim``, ``variance="bounded"``) and the KL comes from
-    :mod:`keras_vc.ops.gaussian`.
+    ``w/Z`` on the summed KL), and weighted by ``kl_weight = w`` (1 in the reference, whose
+    ``beta`` argument is unused). V-TST was made for large training sets; on small ones the KL
+    pulls the latent towards the prior and the averaged draws make the head underconfident (a
+    fitted temperature ``T < 1``): a smaller ``kl_weight`` reduces that. The encoder is
+    :class:`keras_vc.layers.GaussianEncoder` (``hidden_units=3 * latent_dim``,
+    ``variance="bounded"``) and the KL comes from :mod:`keras_vc.ops.gaussian`.
 
     What the layer returns:
 
@@ -66,6 +69,7 @@ class VariationalHead(ClassifierHead):
         hidden_units: hidden width of the mean and log-variance MLPs; ``None`` means
             ``3 * latent_dim`` as in the reference.
         seed: int or None, seed of the training draws and of the fixed inference draws.
+        kl_weight: weight ``w`` of the KL term (>= 0; 1 as in the reference).
         **kwargs: standard layer arguments (``name``, ``dtype``, ...).
 
     Input shape:
@@ -86,7 +90,7 @@ class VariationalHead(ClassifierHead):
     has_latent = True
 
     def __init__(self, num_classes, latent_dim, num_samples=10, hidden_units=None, seed=None,
-                 **kwargs):
+                 kl_weight=1.0, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.latent_dim = _validation.check_int(latent_dim, "latent_dim", minimum=1)
         self.num_samples = _validation.check_int(num_samples, "num_samples", minimum=1)
@@ -96,6 +100,7 @@ class VariationalHead(ClassifierHead):
         if seed is not None:
             seed = _validation.check_int(seed, "seed", minimum=0)
         self.seed = seed
+        self.kl_weight = _validation.check_float(kl_weight, "kl_weight", minimum=0.0)
 
     def build(self, input_shape):
         input_shape = self.check_input_shape(input_shape)
@@ -146,9 +151,10 @@ class VariationalHead(ClassifierHead):
             # replicas run: a replica's outermost call clears every layer's losses, so a loss
             # added before a collective could be cleared before this replica's loss reads it.
             kl = ops.mean(gaussian.kl_to_standard_normal(mean, log_variance))
-            self.add_loss(ops.cast(kl, "float32"))
+            self.add_loss(self.kl_weight * ops.cast(kl, "float32"))
         return self.finalize_logits(outputs, training)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "num_samples": self.num_samples,
-                "hidden_units": self.hidden_units, "seed": self.seed}
+                "hidden_units": self.hidden_units, "seed": self.seed,
+                "kl_weight": self.kl_weight}

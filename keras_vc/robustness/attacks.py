@@ -10,8 +10,9 @@ The loss is the softmax cross-entropy of the model's output logits, and the grad
 through the model exactly as trained (``training=False``, no temperature, no smoothing), so a
 head whose logits saturate is attacked through its real gradient. The per-sample losses are
 summed, so every input gets the gradient of its own loss whatever the batch size. Gradients come
-from TensorFlow's ``tf.GradientTape`` in a ``tf.function`` traced once per model (the package
-runs on the TensorFlow backend).
+from the backend's own differentiation (:mod:`keras_vc.ops.gradients`): a ``tf.GradientTape`` in
+a ``tf.function`` on TensorFlow, a jitted ``jax.grad`` on JAX (both compiled once per model),
+``torch.autograd`` on PyTorch; no TensorFlow is needed on the other backends.
 
 Example:
     >>> import keras, numpy as np
@@ -27,38 +28,33 @@ import weakref
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_vc import _validation
+from keras_vc.ops import gradients
 
 _GRADIENT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def _input_gradient_function(model):
-    """``grad(x, y)``: gradient of the summed cross-entropy w.r.t. ``x``, traced once per model.
+    """``grad(x, y)``: gradient of the summed cross-entropy w.r.t. ``x``, compiled once per model.
 
-    A traced ``tf.function`` costs a fraction of a second per model and makes each of the many
-    PGD steps several times cheaper than an eager tape (Keras' per-layer eager overhead dominates
-    on small models).
+    A compiled function costs a fraction of a second per model and makes each of the many PGD
+    steps several times cheaper than an eager gradient (Keras' per-layer eager overhead
+    dominates on small models).
     """
     function = _GRADIENT_FUNCTIONS.get(model)
     if function is not None:
         return function
-    import tensorflow as tf
-
     model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
-    def gradient(x, y):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(model_ref()(x, training=False), tf.float32)
-            losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            loss = tf.reduce_sum(losses)
-        return tape.gradient(loss, x)
+    def summed_cross_entropy(x, y):
+        logits = ops.cast(model_ref()(x, training=False), "float32")
+        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        return ops.sum(losses)
 
-    function = tf.function(gradient, reduce_retracing=True)
-    # One trace per model is expected: TensorFlow's "frequent retracing" warning counts the traces
-    # of every function made from this code, across models.
-    function._omit_frequent_tracing_warning = True
+    function = gradients.compiled_input_gradient(
+        summed_cross_entropy, model if isinstance(model, keras.Layer) else None)
     _GRADIENT_FUNCTIONS[model] = function
     return function
 
@@ -84,13 +80,7 @@ def _check_inputs(model, x, y, epsilon, value_range, batch_size):
     y = _validation.check_labels(y, _num_classes(model, x), num_samples=x.shape[0], name="y")
     epsilon = _validation.check_float(epsilon, "epsilon", minimum=0.0)
     if value_range is not None:
-        if len(value_range) != 2:
-            raise ValueError(f"`value_range` must be (low, high) or None, got {value_range!r}.")
-        low = _validation.check_float(value_range[0], "value_range[0]")
-        high = _validation.check_float(value_range[1], "value_range[1]")
-        if not high > low:
-            raise ValueError(f"`value_range` must have high > low, got {value_range!r}.")
-        value_range = (low, high)
+        value_range = _validation.check_value_range(value_range)
     batch_size = _validation.check_int(batch_size, "batch_size", minimum=1)
     return x, y, epsilon, value_range, batch_size
 
@@ -100,8 +90,7 @@ def _gradient_sign(model, x, y, batch_size):
     signs = np.empty_like(x)
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
-        gradient = gradient_fn(x[start:stop], y[start:stop])
-        signs[start:stop] = np.sign(np.asarray(gradient))
+        signs[start:stop] = np.sign(gradient_fn(x[start:stop], y[start:stop]))
     return signs
 
 

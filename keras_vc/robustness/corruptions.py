@@ -154,12 +154,7 @@ def corrupt(x, corruption, severity, value_range=None, seed=0, value_std=None):
     seed = _validation.check_int(seed, "seed", minimum=0)
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
-    if len(value_range) != 2:
-        raise ValueError(f"`value_range` must be (low, high), got {value_range!r}.")
-    low = _validation.check_float(value_range[0], "value_range[0]")
-    high = _validation.check_float(value_range[1], "value_range[1]")
-    if not high > low:
-        raise ValueError(f"`value_range` must have high > low, got {value_range!r}.")
+    low, high = _validation.check_value_range(value_range)
     if value_std is None:
         value_std = float(x.std())
     value_std = _validation.check_float(value_std, "value_std", minimum=0.0)
