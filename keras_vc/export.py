@@ -138,6 +138,7 @@ import numpy as np
 from keras import ops
 
 from keras_vc import _activations
+from keras_vc import _backend
 from keras_vc import _validation
 from keras_vc import detectors as detectors_lib
 from keras_vc import scores as scores_lib
@@ -615,7 +616,7 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             a conformal predictor that is unfitted or fitted on another K; a detector as
             ``ood_score`` that is not fitted, not exportable, built on another model, fitted
             without a model on a layer this model lacks or on another feature width, or
-            combined with ``mc_samples``.
+            combined with ``mc_samples``; Keras on a backend other than TensorFlow (first).
 
     Example:
         >>> info = export_for_serving(model, "models/digits/1",     # doctest: +SKIP
@@ -624,6 +625,11 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
         >>> served = tf.saved_model.load(info.path).signatures["serving_default"]
         >>> served(inputs=tf.constant(x_test))["probabilities"]    # doctest: +SKIP
     """
+    _backend.require_tensorflow(
+        "export_for_serving (a TensorFlow SavedModel with the uncertainty signatures)",
+        "Save the model as a `.keras` file (`model.save(...)`) and export it from a process "
+        "with KERAS_BACKEND=tensorflow, or use `model.export(...)` for a plain serving "
+        "signature of the logits.")
     plan = _ServingPlan(model, ood_score, ood_threshold, temperature, output_kind, mc_samples,
                         calibrator, conformal)
     if not isinstance(path, (str, os.PathLike)):

@@ -274,3 +274,26 @@ def test_load_tfds_rejects_unknown_names():
         data.load_tfds("")
     with pytest.raises(data.DatasetError, match="download"):
         data.load_tfds("mnist", download="yes")
+
+
+@pytest.fixture
+def jax_backend(monkeypatch):
+    """Keras reports the JAX backend: what a user on JAX sees from the TensorFlow-only loaders."""
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+
+
+def test_tfds_loaders_refuse_other_backends_and_name_the_alternative(jax_backend, monkeypatch):
+    from keras_vc.data import tutorial
+
+    for load in (lambda: data.load_tfds("mnist"), lambda: data.load_dataset("tfds:mnist")):
+        with pytest.raises(data.DatasetError,
+                           match="needs the TensorFlow backend.*'jax' backend.*folder:PATH"):
+            load()
+    monkeypatch.delenv(tutorial.OFFLINE_ENV, raising=False)
+    with pytest.raises(ValueError, match="'fashion_mnist' needs the TensorFlow backend.*'jax' "
+                                         "backend.*offline=True"):
+        tutorial.load_tutorial_data("fashion_mnist", offline=False)
+    fallback = tutorial.load_tutorial_data("auto", offline=False, max_train=50, max_eval=20)
+    assert fallback.name == tutorial.OFFLINE_DATASET and "'jax' backend" in fallback.source

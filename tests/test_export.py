@@ -796,3 +796,14 @@ def test_bad_detector_arguments(tmp_path):
         export.serving_outputs(model, x, ood_score=unfitted)
     with pytest.raises(ValueError, match="`ood_score` KNN is not fitted"):
         export.fit_ood_threshold(model, x, ood_score=unfitted)
+
+
+def test_export_for_serving_refuses_other_backends_and_names_the_alternative(monkeypatch,
+                                                                            tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    path = os.path.join(str(tmp_path), "1")
+    with pytest.raises(ValueError, match="needs the TensorFlow backend.*'jax' backend.*`.keras` "
+                                         "file.*model.export"):
+        export.export_for_serving(model, path)
+    assert not os.path.exists(path)

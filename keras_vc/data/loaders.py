@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from keras_vc import _backend
 from keras_vc import _validation
 from keras_vc.data.offline import OFFLINE_DATASETS
 from keras_vc.data.offline import Dataset
@@ -53,10 +54,17 @@ def load_tfds(name, data_dir=None, download=False):
     Raises:
         DatasetError: unknown name, dataset not prepared (and ``download`` is False), no
             supervised (image, label) keys, or images of varying size.
+            Also on a Keras backend other than TensorFlow (TFDS reads through TensorFlow,
+            which would then share the process and the device with that backend).
 
     Example (needs the prepared data):
         >>> dataset = load_tfds("mnist")  # doctest: +SKIP
     """
+    _backend.require_tensorflow(
+        "Loading TensorFlow Datasets (tfds:)",
+        "Pass NumPy arrays (keras_vc.data.Dataset(name, x, y, num_classes, value_range)) or "
+        "load an image folder with `folder:PATH` (keras_vc.data.load_folder).",
+        error=DatasetError)
     if not isinstance(name, str) or not name:
         raise DatasetError(f"`name` must be a TFDS dataset name, got {name!r}.")
     if not isinstance(download, bool):

@@ -23,8 +23,10 @@ import socket
 import urllib.parse
 from typing import Optional
 
+import keras
 import numpy as np
 
+from keras_vc import _backend
 from keras_vc import _validation
 
 OFFLINE_ENV = "KERAS_VC_OFFLINE"
@@ -129,7 +131,8 @@ def load_tutorial_data(dataset="auto", ood=None, *, offline=None, seed=0, max_tr
     Raises:
         ValueError: a bad argument, an unknown TFDS name, ``ood`` equal to ``dataset``, a dataset
             without a default OOD pair and no ``ood``, or OOD images whose shape differs from the
-            in-distribution images.
+            in-distribution images; a TFDS dataset named on a Keras backend other than
+            TensorFlow (``"auto"`` then falls back to the offline data).
 
     Example:
         >>> data = load_tutorial_data(offline=True)
@@ -171,6 +174,17 @@ def load_tutorial_data(dataset="auto", ood=None, *, offline=None, seed=0, max_tr
                   else "offline=True was passed")
         return _offline_data(reason, **limits)
 
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        # TFDS reads through TensorFlow, which would share the process and the device with
+        # this backend: "auto" falls back to the offline data, a named dataset is refused.
+        if dataset == "auto":
+            return _offline_data(f"Keras runs on the {backend!r} backend and TFDS reads "
+                                 "through TensorFlow", **limits)
+        _backend.require_tensorflow(
+            f"Loading the TFDS dataset {dataset!r}",
+            f"Use dataset={OFFLINE_DATASET!r} or offline=True (the bundled offline data), or "
+            "pass your own NumPy arrays to the tutorial's model.")
     tfds = _import_tfds()
     if tfds is None:
         return _offline_data("tensorflow-datasets cannot be imported", **limits)
