@@ -109,6 +109,36 @@ def test_attacks_reject_labels_outside_the_model_classes(linear, attack):
         attack(layer, x, bad, 0.1)
 
 
+def test_attacks_follow_the_weights_after_they_change():
+    # The gradient function is compiled once per model (tf.function, jax.jit): it must read the
+    # weights of the moment, not those it was compiled with.
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.1, 0.9, size=(10, 6)).astype("float32")
+    y = rng.integers(0, 3, size=10)
+    for _ in range(2):
+        kernel = rng.normal(size=(6, 3)).astype("float32")
+        bias = rng.normal(size=3).astype("float32")
+        model.layers[-1].set_weights([kernel, bias])
+        expected = x + 0.05 * np.sign(_input_gradient(kernel.astype(np.float64),
+                                                      bias.astype(np.float64), x, y))
+        np.testing.assert_allclose(attacks.fgsm(model, x, y, 0.05), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("value_range, match", [
+    ((1.0,), r"`value_range` must be \(low, high\)"),
+    ("ab", r"`value_range` must be \(low, high\)"),
+    ((0.0, float("nan")), r"`value_range\[1\]` must be finite"),
+    ((1.0, 1.0), "`value_range` must have high > low"),
+])
+def test_attacks_and_corruptions_check_the_value_range(linear, value_range, match):
+    model, _, _, x, y = linear
+    with pytest.raises(ValueError, match=match):
+        attacks.fgsm(model, x, y, 0.1, value_range=value_range)
+    with pytest.raises(ValueError, match=match):
+        corruptions.corrupt(IMAGES, "blur", 1, value_range=value_range)
+
+
 def test_attacks_accept_one_hot_labels(linear):
     model, _, _, x, y = linear
     np.testing.assert_array_equal(attacks.fgsm(model, x, np.eye(3)[y], 0.05),
