@@ -102,8 +102,9 @@ def standard_normal(shape, seed, dtype="float32"):
     On the TensorFlow backend with a ``keras.random.SeedGenerator`` this draws the generator's
     next seed and calls ``tf.random.stateless_normal`` with the Philox algorithm.
     ``keras.random.normal`` leaves the algorithm to TensorFlow (``"auto_select"``), which under
-    XLA on CPU runs about ten times slower (7 ms instead of 0.6 ms for a 64 x 128 draw with
-    TensorFlow 2.21): in a small model's training step that dominates. Any other seed, or
+    XLA on CPU runs about ten times slower for a 64 x 128 draw with TensorFlow 2.21
+    (``python docs/figures/stateless_normal_speed.py`` prints both timings): in a small model's
+    training step that dominates. Any other seed, or
     another backend, goes through ``keras.random.normal``.
 
     Args:
