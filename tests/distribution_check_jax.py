@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ["KERAS_BACKEND"] = "jax"
 
 import jax  # noqa: E402
 import keras  # noqa: E402
