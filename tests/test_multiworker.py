@@ -6,6 +6,8 @@ half of a 128-example global batch, and the weights after the step must equal on
 on the whole batch to float32 round-off relative to the update (the bound of
 tests/test_distribution.py), and be the same on both workers. The cluster is bounded in time:
 both processes are killed if either has not finished after ``TIMEOUT_S`` seconds or one fails.
+Both workers are TensorFlow processes whatever the suite's backend, so the test runs once, in the
+TensorFlow run of the suite.
 
 Set ``KERAS_VC_DISTRIBUTION_REPORT`` to a file path to get the figures as JSON.
 """
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -81,6 +84,9 @@ def run_cluster(output_dir):
             assert process.returncode == 0, log.read()[-4000:]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the workers choose their own backend; they run in the TensorFlow run of the suite")
 def test_two_workers_take_the_one_device_step(tmp_path):
     run_cluster(tmp_path)
     initial = load(tmp_path / "initial.npz")
