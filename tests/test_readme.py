@@ -68,7 +68,7 @@ def parse_marker(text):
 
 
 def extract_blocks(text):
-    """``[(line, code, options)]`` for every ```python block of a Markdown text (1-based line)."""
+    """``[(line, code, options)]`` for every ```python block (line: the fence's, 1-based)."""
     lines = text.splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -192,5 +192,5 @@ def test_parser_reads_combined_keys_and_leaves_unmarked_blocks_unmarked():
     blocks = extract_blocks(text)
     assert [(line, options) for line, _, options in blocks] == [
         (2, {}), (6, {"backend": "jax", "devices": 2, "timeout": 60}),
-        (9, {"skip": "needs a running server"})]
+        (10, {"skip": "needs a running server"})]
     assert blocks[1][1] == "b = 2\n"
