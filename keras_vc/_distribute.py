@@ -14,7 +14,9 @@ are written for it:
 
 Outside a strategy, with one replica, and on the JAX / PyTorch backends (whose data parallelism
 works on the global batch) every helper is the identity of the single-device computation, at no
-cost.
+cost. ``keras.distribution.DataParallel`` on JAX compiles one program over the global batch, so
+batch-level terms and noise are those of one device there without these helpers
+(tests/test_distribution.py checks one step of every head on both backends).
 """
 
 import keras

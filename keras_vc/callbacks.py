@@ -6,7 +6,6 @@ Papernot & Hinton (ICML 2019, arXiv 1902.01889, figures of SNNL per layer over t
 """
 
 import numpy as np
-from matplotlib.figure import Figure
 
 import keras
 
@@ -136,6 +135,9 @@ class EntanglementMonitor(keras.callbacks.Callback):
             The matplotlib ``Figure`` (created without pyplot; ``fig.savefig(path)``).
         """
         if ax is None:
+            # Imported here, not at the top: `import keras_vc` stays free of matplotlib.
+            from matplotlib.figure import Figure
+
             figure = Figure(figsize=(5.5, 3.8))
             ax = figure.add_subplot(1, 1, 1)
         else:

@@ -20,6 +20,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KERAS_BACKEND"] = "tensorflow"  # tf.distribute
 
 import tensorflow as tf  # noqa: E402
 

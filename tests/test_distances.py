@@ -68,7 +68,8 @@ def relative(actual, expected):
 @pytest.mark.parametrize("distance", [1e-2, 1e-3, 1e-4])
 def test_prototype_distances_are_exact_near_a_prototype(distance):
     """float32 distances and gradients within ``1e-7 / distance`` of float64 (the rounding of the
-    unit vectors); the matrix-product form alone was 22% off at 1e-3 and 60-90x at 1e-4."""
+    unit vectors); the matrix-product form alone is far off there (``python docs/figures/distance_precision.py``
+    prints both)."""
     features, prototypes, classes = near_prototypes(distance)
     weights = np.random.default_rng(1).normal(size=(len(features), len(prototypes)))
     expected, grad_f, grad_p = reference_prototype_distances(features, prototypes, weights)

@@ -16,8 +16,19 @@ it by a visible fraction of the update (before the fix: 1.7e-2 on 5.1e-2 for Var
 Noise: the latent heads' training noise is drawn for the global batch on every replica and sliced
 to the replica's rows (``keras_vc._distribute.standard_normal_rows``), so the comparison runs with
 the noise on, Gaussian posteriors and the discriminator's prior samples included.
+
+JAX (``tests/distribution_check_jax.py``, one subprocess with ``KERAS_BACKEND=jax`` and
+``XLA_FLAGS=--xla_force_host_platform_device_count=2``): the same cases and bound under
+``keras.distribution.DataParallel`` over the two host devices (variables replicated, the batch
+sharded), compiled with XLA. ``DataParallel`` compiles one program over the global batch, so
+``keras.random`` draws the same noise as on one device: the noise is on there too.
+
+The subprocesses choose their own backend, so they run once, in the TensorFlow run of the suite.
+Set ``KERAS_VC_DISTRIBUTION_REPORT=PATH`` to get the measured figures as JSON (``PATH.tf.json``,
+``PATH.jax.json``); ``pytest -s`` prints them too.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,24 +47,67 @@ CASES = ("dense", "dismax", "isomax_plus", "variational_gaussian", "variational_
 RELATIVE_TOLERANCE = 1e-5
 
 
+JAX_CASES = CASES
+SUBPROCESS_TIMEOUT_S = 900
+
+only_once = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the subprocess chooses its own backend; it runs in the TensorFlow run of the suite")
+
+
+def run_check(script, cases, backend, extra_env=None):
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", script), *cases],
+        cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend,
+             **(extra_env or {})})
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    figures = {case: result for case, result in report["steps"].items()}
+    print(f"\n{backend} one device vs 2 replicas:", json.dumps(figures, indent=1))
+    if os.environ.get("KERAS_VC_DISTRIBUTION_REPORT"):
+        suffix = {"tensorflow": "tf", "jax": "jax"}[backend]
+        with open(f"{os.environ['KERAS_VC_DISTRIBUTION_REPORT']}.{suffix}.json", "w") as f:
+            json.dump({"steps": figures}, f, indent=1)
+    return report
+
+
 @pytest.fixture(scope="module")
 def report():
-    completed = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "distribution_check.py"), *CASES],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_check("distribution_check.py", CASES, "tensorflow")
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_one_step_is_the_same_on_one_device_and_two_replicas(report, case):
-    result = report["steps"][case]
+@pytest.fixture(scope="module")
+def jax_report():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    return run_check("distribution_check_jax.py", JAX_CASES, "jax",
+                     {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+
+
+def check_step(result):
+    assert "error" not in result, result["error"]
     assert result["max_update"] > 1e-4  # the step moved the weights
     bound = RELATIVE_TOLERANCE * max(1.0, result["max_update"])
     assert result["max_difference"] <= bound, result
     # EntanglementModel's inverse temperatures take their own step (0 for the other cases).
     assert result["max_variable_difference"] <= RELATIVE_TOLERANCE, result
+
+
+@only_once
+@pytest.mark.parametrize("case", CASES)
+def test_one_step_is_the_same_on_one_device_and_two_replicas(report, case):
+    check_step(report["steps"][case])
+
+
+@only_once
+@pytest.mark.parametrize("case", JAX_CASES)
+def test_one_step_is_the_same_on_one_jax_device_and_data_parallel(jax_report, case):
+    assert jax_report["devices"] == 2
+    result = jax_report["steps"][case]
+    check_step(result)
+    # The distributed run really was distributed: the variables lived on both devices.
+    assert result["variable_devices"] == 2, result
 
 
 def numpy_ece(probabilities, labels, num_bins):
@@ -69,8 +123,7 @@ def numpy_ece(probabilities, labels, num_bins):
     return total
 
 
-def test_streaming_metrics_aggregate_across_replicas(report):
-    metrics = report["metrics"]
+def check_streaming_metrics(metrics):
     logits = np.asarray(metrics["logits"], dtype=np.float64)
     labels = np.asarray(metrics["labels"])
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -80,6 +133,21 @@ def test_streaming_metrics_aggregate_across_replicas(report):
     ece = numpy_ece(probabilities, labels, metrics["num_bins"])
     assert ece > 0.0
     assert metrics["ece"] == pytest.approx(ece, abs=1e-5)
+
+
+@only_once
+def test_streaming_metrics_aggregate_across_replicas(report):
+    check_streaming_metrics(report["metrics"])
+
+
+@only_once
+def test_streaming_metrics_aggregate_across_jax_devices(jax_report):
+    metrics = jax_report["metrics"]
+    if "Could not convert <Variable" in metrics.get("error", ""):
+        pytest.xfail("streaming metrics do not run on JAX yet (being made backend-neutral): "
+                     + metrics["error"][:200])
+    assert "error" not in metrics, metrics["error"]
+    check_streaming_metrics(metrics)
 
 
 def test_helpers_are_the_identity_outside_a_strategy():

@@ -39,8 +39,10 @@ def _numpy_joint(z, means, log_variances, log_pi):
 
 
 def _prior(layer):
-    means = _np(layer.prior_means).astype(np.float64)
-    log_variances = 5.0 * np.tanh(_np(layer.prior_raw_log_variances).astype(np.float64) / 5.0)
+    """The prior's means and log-variances from the stored weights (stored = parameter / c)."""
+    c = layer.prior_learning_rate_multiplier
+    means = c * _np(layer.prior_means).astype(np.float64)
+    log_variances = 5.0 * np.tanh(c * _np(layer.prior_raw_log_variances).astype(np.float64) / 5.0)
     return means, log_variances
 
 
@@ -354,6 +356,9 @@ def test_deterministic_posterior_ignores_num_samples(deterministic_layer):
     (dict(num_classes=K, prior="mixture"), "prior"),
     (dict(num_classes=K, class_prior="empirical"), "class_prior"),
     (dict(num_classes=K, seed=1.5), "seed"),
+    (dict(num_classes=K, prior_learning_rate_multiplier=0.0), "prior_learning_rate_multiplier"),
+    (dict(num_classes=K, prior_learning_rate_multiplier=-0.1), "prior_learning_rate_multiplier"),
+    (dict(num_classes=K, prior_learning_rate_multiplier="0.1"), "prior_learning_rate_multiplier"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -403,8 +408,121 @@ def test_loss_rejects_bad_labels(gaussian_layer):
 def test_config_round_trip_keeps_every_argument():
     layer = VariationalSoftmax(5, latent_dim=7, posterior="deterministic", prior="fixed",
                                class_prior="learned", beta=0.2, consistency_weight=0.0,
-                               num_samples=3, seed=9)
+                               num_samples=3, prior_learning_rate_multiplier=0.25, seed=9)
     config = layer.get_config()
+    assert config["prior_learning_rate_multiplier"] == 0.25
     assert VariationalSoftmax.from_config(config).get_config() == config
     loss = VariationalClassificationLoss(reduction="sum")
     assert VariationalClassificationLoss.from_config(loss.get_config()).reduction == "sum"
+
+
+# --------------------------------------------------------------------------------------------
+# Prior learning-rate multiplier
+# --------------------------------------------------------------------------------------------
+
+PRIOR_MEANS = RNG.normal(size=(K, F)).astype("float32")
+PRIOR_LOG_VARIANCES = 0.5 * RNG.normal(size=(K, F)).astype("float32")
+
+
+def _one_step_prior(multiplier, optimizer):
+    """The prior (means, raw log-variances) before and after one training step on (X, Y)."""
+    layer = VariationalSoftmax(K, latent_dim=None, posterior="deterministic",
+                               consistency_weight=0.0, beta=0.3,
+                               prior_learning_rate_multiplier=multiplier, seed=0)
+    model = keras.Sequential([keras.Input((F,)), layer])
+    layer.prior_means.assign(PRIOR_MEANS / multiplier)
+    layer.prior_raw_log_variances.assign(PRIOR_LOG_VARIANCES / multiplier)
+    model.compile(optimizer=optimizer, loss=VariationalClassificationLoss(), jit_compile=False)
+    before = (multiplier * _np(layer.prior_means), multiplier * _np(layer.prior_raw_log_variances))
+    model.train_on_batch(X, Y)
+    after = (multiplier * _np(layer.prior_means), multiplier * _np(layer.prior_raw_log_variances))
+    return before, after
+
+
+def _numpy_prior_gradients():
+    """Gradients of mean_i [logsumexp(L_i) - (1 + beta) L_{i, y_i}] (the objective of a
+    deterministic latent z = x without discriminator, up to a constant) with respect to the
+    means and the raw log-variances r, log-variance = 5 tanh(r / 5)."""
+    beta = 0.3
+    z = X.astype(np.float64)
+    means, raw = PRIOR_MEANS.astype(np.float64), PRIOR_LOG_VARIANCES.astype(np.float64)
+    log_variances = 5.0 * np.tanh(raw / 5.0)
+    logits = _numpy_joint(z, means, log_variances, np.full(K, -np.log(K)))
+    weights = (np.exp(_log_softmax(logits)) - (1.0 + beta) * np.eye(K)[Y]) / B   # dJ / dL
+    diff = z[:, None, :] - means[None, :, :]                                         # (B, K, F)
+    variances = np.exp(log_variances)[None]
+    grad_means = np.einsum("bk,bkf->kf", weights, diff / variances)
+    grad_log_variances = np.einsum("bk,bkf->kf", weights, -0.5 + 0.5 * diff ** 2 / variances)
+    grad_raw = grad_log_variances * (1.0 - np.tanh(raw / 5.0) ** 2)
+    return grad_means, grad_raw
+
+
+def _adam_first_step(gradient, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    m, v = (1 - beta_1) * gradient, (1 - beta_2) * gradient ** 2
+    alpha = learning_rate * np.sqrt(1 - beta_2) / (1 - beta_1)
+    return alpha * m / (np.sqrt(v) + epsilon)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_prior_step_is_the_multiplier_times_the_optimizers_step(kind):
+    learning_rate, multiplier = 0.05, 0.1
+    make = {"adam": lambda: keras.optimizers.Adam(learning_rate),
+            "sgd": lambda: keras.optimizers.SGD(learning_rate)}[kind]
+    gradients = _numpy_prior_gradients()
+    steps = {}
+    for c in (1.0, multiplier):
+        before, after = _one_step_prior(c, make())
+        np.testing.assert_allclose(before[0], PRIOR_MEANS, rtol=1e-6, atol=1e-6)
+        steps[c] = [a - b for a, b in zip(after, before)]
+        for step, gradient in zip(steps[c], gradients):
+            optimizer_step = (_adam_first_step(gradient, learning_rate) if kind == "adam"
+                              else learning_rate * gradient)
+            np.testing.assert_allclose(step, -c * optimizer_step, rtol=2e-3, atol=3e-6)
+    for scaled, plain in zip(steps[multiplier], steps[1.0]):
+        np.testing.assert_allclose(scaled, multiplier * plain, rtol=2e-3, atol=3e-6)
+    # Under Adam the step does not depend on the gradient's scale: scaling the gradient by c
+    # would not have given c times the step, and this shows the optimizer step is not ~ c^2.
+    if kind == "adam":
+        assert np.abs(steps[multiplier][0]).max() > 0.5 * multiplier * learning_rate
+
+
+def test_default_multiplier_uses_the_stored_prior_itself(gaussian_layer):
+    assert gaussian_layer.prior_learning_rate_multiplier == 1.0
+    np.testing.assert_array_equal(_np(gaussian_layer.prior_mean_values()),
+                                  _np(gaussian_layer.prior_means))
+    np.testing.assert_array_equal(
+        _np(gaussian_layer.prior_log_variances()),
+        _np(5.0 * keras.ops.tanh(gaussian_layer.prior_raw_log_variances / 5.0)))
+
+
+def test_multiplier_keeps_the_initial_prior_and_the_outputs():
+    initializer = keras.initializers.RandomNormal(seed=11)
+    plain = VariationalSoftmax(K, latent_dim=Z, prior_mean_initializer=initializer, seed=5)
+    scaled = VariationalSoftmax(K, latent_dim=Z, prior_mean_initializer=initializer, seed=5,
+                                prior_learning_rate_multiplier=0.1)
+    plain(X)
+    scaled(X)
+    np.testing.assert_allclose(_np(scaled.prior_means), 10.0 * _np(plain.prior_means), rtol=1e-6)
+    np.testing.assert_allclose(_np(scaled.prior_mean_values()), _np(plain.prior_means),
+                               rtol=1e-6, atol=1e-7)
+    for target, source in zip(scaled.encoder.weights, plain.encoder.weights):
+        target.assign(source)
+    np.testing.assert_allclose(_np(scaled(X)), _np(plain(X)), rtol=1e-5, atol=1e-5)
+
+
+def test_multiplier_survives_keras_save_and_load(tmp_path):
+    layer = VariationalSoftmax(K, latent_dim=Z, prior_learning_rate_multiplier=0.1, seed=2)
+    model = keras.Sequential([keras.Input((F,)), layer])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=VariationalClassificationLoss(),
+                  jit_compile=False)
+    model.train_on_batch(X, Y)
+    path = str(tmp_path / "vc.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    restored = loaded.layers[-1]
+    assert restored.prior_learning_rate_multiplier == 0.1
+    np.testing.assert_array_equal(_np(restored.prior_means), _np(layer.prior_means))
+    np.testing.assert_allclose(_np(restored.prior_mean_values()), _np(layer.prior_mean_values()),
+                               rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0),
+                               rtol=1e-6, atol=1e-6)

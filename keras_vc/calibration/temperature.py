@@ -21,6 +21,7 @@ import numpy as np
 from keras_vc import _labels
 from keras_vc import _validation
 from keras_vc.metrics import calibration as calibration_metrics
+from keras_vc.ops import search
 
 OBJECTIVES = ("nll", "ece")
 # The one default objective: fit_temperature, find_temperature, `keras-vc compare` and
@@ -112,33 +113,14 @@ def find_temperature(logits, labels, objective=DEFAULT_OBJECTIVE, bounds=DEFAULT
         raise ValueError(f"`bounds` must be (low, high) with 0 < low < 1 < high, got {bounds}.")
     function = _objective_function(logits, labels, objective, num_bins)
     grid = np.linspace(np.log(bounds[0]), np.log(bounds[1]), _GRID_POINTS)
-    values = np.array([function(x) for x in grid])
-    best = int(np.argmin(values))
-    low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
-    best_x, best_value = grid[best], values[best]
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = low, high
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = function(c), function(d)
-    for _ in range(_REFINE_STEPS):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = function(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = function(d)
-    for x, value in ((c, fc), (d, fd)):
-        if value < best_value:
-            best_x, best_value = x, value
-    at_bound = best in (0, grid.size - 1)
+    found = search.grid_then_refine(lambda xs: np.array([function(x) for x in xs]), grid,
+                                    refine="golden", refine_points=_REFINE_STEPS)
     return TemperatureResult(
-        temperature=float(np.exp(best_x)),
+        temperature=float(np.exp(found.x)),
         objective=objective,
-        value=float(best_value),
+        value=found.value,
         value_at_one=float(function(0.0)),
-        at_bound=bool(at_bound),
+        at_bound=found.on_edge,
     )
 
 

@@ -21,7 +21,6 @@ import functools
 from typing import Optional
 
 import numpy as np
-from sklearn import model_selection
 
 from keras_vc import _validation
 
@@ -81,6 +80,14 @@ class Split:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
+def _train_test_split(*arrays, **kwargs):
+    """scikit-learn's ``train_test_split``, imported on first use so that `import keras_vc`
+    stays free of scikit-learn."""
+    from sklearn import model_selection
+
+    return model_selection.train_test_split(*arrays, **kwargs)
+
+
 def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_classes=None,
                      value_range=None):
     """Seeded, stratified train / validation / test split of (x, y).
@@ -109,10 +116,10 @@ def stratified_split(name, x, y, seed, val_fraction=0.2, test_fraction=0.2, num_
         raise ValueError(f"`x` has {x.shape[0]} samples but `y` has {y.shape[0]}.")
     if value_range is None:
         value_range = (float(x.min()), float(x.max()))
-    x_rest, x_test, y_rest, y_test = model_selection.train_test_split(
+    x_rest, x_test, y_rest, y_test = _train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
-    x_train, x_val, y_train, y_val = model_selection.train_test_split(
+    x_train, x_val, y_train, y_val = _train_test_split(
         x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest,
         random_state=seed + 1,
     )
@@ -160,7 +167,7 @@ class Dataset:
             return stratified_split(self.name, self.x, self.y, seed, num_classes=self.num_classes,
                                     value_range=self.value_range)
         seed = _validation.check_int(seed, "seed", minimum=0)
-        x_train, x_val, y_train, y_val = model_selection.train_test_split(
+        x_train, x_val, y_train, y_val = _train_test_split(
             self.x, self.y, test_size=0.2, stratify=self.y, random_state=seed
         )
         return Split(self.name, x_train, y_train, x_val, y_val,

@@ -135,12 +135,12 @@ class VariationalHead(ClassifierHead):
             outputs = self._logits(gaussian.reparameterize(mean, log_variance, noise))
         elif self.inference_noise is None:
             outputs = self._logits(mean)
-        else:
-            scale = ops.exp(0.5 * log_variance)
+        else:  # the fixed draws, (M, 1, ..., Z) noise against (1, B, ..., Z) parameters
             noise = ops.reshape(self.inference_noise,
                                 (self.num_samples,) + (1,) * (len(mean.shape) - 1)
                                 + (self.latent_dim,))
-            outputs = self._average(ops.expand_dims(mean, 0) + ops.expand_dims(scale, 0) * noise)
+            outputs = self._average(gaussian.reparameterize(
+                ops.expand_dims(mean, 0), ops.expand_dims(log_variance, 0), noise))
         if training:
             # Added after the noise draw, whose collective (under tf.distribute) lets the other
             # replicas run: a replica's outermost call clears every layer's losses, so a loss

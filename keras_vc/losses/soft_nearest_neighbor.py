@@ -83,6 +83,7 @@ from keras import ops
 
 from keras_vc import _validation
 from keras_vc.ops import distances as distances_lib
+from keras_vc.ops import search
 
 DISTANCES = ("squared_euclidean", "cosine")
 # Logit given to excluded pairs (self-pairs; other classes in the numerator). Real logits are
@@ -455,15 +456,9 @@ def temperature_free_soft_nearest_neighbor_loss(features, labels, distance="squa
         return ops.convert_to_numpy(_mean_over_valid(terms, valid)).astype(np.float64)
 
     grid = np.log(reference) + np.log(10.0) * np.linspace(-3.0, 2.0, num_temperatures)
-    values = losses_at(grid)
-    best = int(np.argmin(values))
-    fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)],
-                       num_temperatures)
-    fine_values = losses_at(fine)
-    if fine_values.min() < values[best]:
-        best_fine = int(np.argmin(fine_values))
-        return float(fine_values[best_fine]), float(np.exp(fine[best_fine]))
-    return float(values[best]), float(np.exp(grid[best]))
+    found = search.grid_then_refine(losses_at, grid, refine="grid",
+                                    refine_points=num_temperatures)
+    return found.value, float(np.exp(found.x))
 
 
 @keras.saving.register_keras_serializable(package="keras_vc")

@@ -19,7 +19,6 @@ in-distribution samples are the **positive** class.
 import math
 
 import numpy as np
-from scipy import stats
 
 from keras_vc import _validation
 
@@ -32,6 +31,8 @@ def _check_scores(scores_in, scores_out):
 
 def auroc(scores_in, scores_out):
     """Area under the ROC curve, in-distribution positive, ties counted one half."""
+    from scipy import stats  # here, not at the top: `import keras_vc` stays free of SciPy
+
     scores_in, scores_out = _check_scores(scores_in, scores_out)
     ranks = stats.rankdata(np.concatenate([scores_in, scores_out]))
     n_in, n_out = scores_in.size, scores_out.size

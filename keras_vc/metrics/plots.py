@@ -1,7 +1,6 @@
 """Reliability diagrams."""
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from keras_vc.metrics import calibration
 
@@ -29,6 +28,9 @@ def reliability_diagram(labels, probs, num_bins=15, ax=None, title=None):
     )
     ece = calibration.expected_calibration_error(labels, probs, num_bins)
     if ax is None:
+        # Imported here, not at the top: `import keras_vc` stays free of matplotlib.
+        from matplotlib.figure import Figure
+
         figure = Figure(figsize=(4.8, 5.6))
         grid = figure.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
         main_ax = figure.add_subplot(grid[0])

@@ -23,20 +23,14 @@ import math
 import keras
 from keras import ops
 
+from keras_vc.ops._dtypes import float_tensor
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _float(x):
-    """``x`` as a float32 (or float64) tensor: Gaussian math is never done in float16."""
-    x = ops.convert_to_tensor(x)
-    if keras.backend.standardize_dtype(x.dtype) not in ("float32", "float64"):
-        x = ops.cast(x, "float32")
-    return x
-
-
 def _pair(mean, log_variance):
-    mean = _float(mean)
-    return mean, ops.cast(_float(log_variance), mean.dtype)
+    mean = float_tensor(mean)
+    return mean, ops.cast(float_tensor(log_variance), mean.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +102,9 @@ def standard_normal(shape, seed, dtype="float32"):
     On the TensorFlow backend with a ``keras.random.SeedGenerator`` this draws the generator's
     next seed and calls ``tf.random.stateless_normal`` with the Philox algorithm.
     ``keras.random.normal`` leaves the algorithm to TensorFlow (``"auto_select"``), which under
-    XLA on CPU runs about ten times slower (7 ms instead of 0.6 ms for a 64 x 128 draw with
-    TensorFlow 2.21): in a small model's training step that dominates. Any other seed, or
+    XLA on CPU runs about ten times slower for a 64 x 128 draw with TensorFlow 2.21
+    (``python docs/figures/stateless_normal_speed.py`` prints both timings): in a small model's
+    training step that dominates. Any other seed, or
     another backend, goes through ``keras.random.normal``.
 
     Args:
@@ -180,8 +175,9 @@ def log_density(x, mean, log_variance):
     Returns:
         Tensor (...,) of log-densities, including the ``-D/2 log(2 pi)`` constant.
     """
-    x = _float(x)
-    mean, log_variance = ops.cast(_float(mean), x.dtype), ops.cast(_float(log_variance), x.dtype)
+    x = float_tensor(x)
+    mean = ops.cast(float_tensor(mean), x.dtype)
+    log_variance = ops.cast(float_tensor(log_variance), x.dtype)
     squared = ops.square(x - mean) * ops.exp(-log_variance)
     return -0.5 * ops.sum(LOG_2PI + log_variance + squared, axis=-1)
 
@@ -211,9 +207,9 @@ def pairwise_log_density(z, means, log_variances):
     Returns:
         Tensor (B, K), including the ``-D/2 log(2 pi)`` constant.
     """
-    z = _float(z)
-    means = ops.cast(_float(means), z.dtype)
-    log_variances = ops.cast(_float(log_variances), z.dtype)
+    z = float_tensor(z)
+    means = ops.cast(float_tensor(means), z.dtype)
+    log_variances = ops.cast(float_tensor(log_variances), z.dtype)
     dim = ops.cast(ops.shape(z)[-1], z.dtype)
     mahalanobis = _pairwise_mahalanobis(z, means, ops.exp(-log_variances))
     normaliser = dim * LOG_2PI + ops.sum(log_variances, axis=-1)
@@ -235,8 +231,8 @@ def pairwise_expected_log_density(mean, log_variance, means, log_variances):
         Tensor (B, K).
     """
     mean, log_variance = _pair(mean, log_variance)
-    means = ops.cast(_float(means), mean.dtype)
-    log_variances = ops.cast(_float(log_variances), mean.dtype)
+    means = ops.cast(float_tensor(means), mean.dtype)
+    log_variances = ops.cast(float_tensor(log_variances), mean.dtype)
     trace = ops.matmul(ops.exp(log_variance), ops.transpose(ops.exp(-log_variances)))
     return pairwise_log_density(mean, means, log_variances) - 0.5 * trace
 
@@ -255,7 +251,7 @@ def entropy(log_variance):
     Returns:
         Tensor (...,) in nats.
     """
-    log_variance = _float(log_variance)
+    log_variance = float_tensor(log_variance)
     return 0.5 * ops.sum(1.0 + LOG_2PI + log_variance, axis=-1)
 
 
@@ -288,8 +284,8 @@ def kl_divergence(mean_q, log_variance_q, mean_p, log_variance_p):
         Tensor (...,), >= 0.
     """
     mean_q, log_variance_q = _pair(mean_q, log_variance_q)
-    mean_p = ops.cast(_float(mean_p), mean_q.dtype)
-    log_variance_p = ops.cast(_float(log_variance_p), mean_q.dtype)
+    mean_p = ops.cast(float_tensor(mean_p), mean_q.dtype)
+    log_variance_p = ops.cast(float_tensor(log_variance_p), mean_q.dtype)
     ratio = ops.exp(log_variance_q - log_variance_p)
     squared = ops.square(mean_q - mean_p) * ops.exp(-log_variance_p)
     return 0.5 * ops.sum(ratio + squared - 1.0 - log_variance_q + log_variance_p, axis=-1)

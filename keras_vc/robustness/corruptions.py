@@ -41,7 +41,6 @@ Example:
 import dataclasses
 
 import numpy as np
-from scipy import ndimage
 
 from keras_vc import _validation
 from keras_vc.data.offline import kind_of
@@ -97,6 +96,13 @@ def _random_signs(rng, shape):
     return np.where(rng.random(shape) < 0.5, -1, 1)
 
 
+def _ndimage():
+    """``scipy.ndimage``, imported on first use so that `import keras_vc` stays free of SciPy."""
+    from scipy import ndimage
+
+    return ndimage
+
+
 def _shift(x, fraction, background, rng):
     axes = _spatial_axes(x)
     size = float(np.mean([x.shape[a] for a in axes]))
@@ -106,8 +112,8 @@ def _shift(x, fraction, background, rng):
     for pattern in np.unique(signs, axis=0):
         members = np.flatnonzero(np.all(signs == pattern, axis=1))
         shift = [0.0] + [float(sign) * amount for sign in pattern] + [0.0]
-        out[members] = ndimage.shift(x[members], shift, order=1, mode="constant",
-                                     cval=background)
+        out[members] = _ndimage().shift(x[members], shift, order=1, mode="constant",
+                                       cval=background)
     return out
 
 
@@ -117,8 +123,8 @@ def _rotate(x, degrees, background, rng):
     for sign in (-1, 1):
         members = np.flatnonzero(signs == sign)
         if members.size:
-            out[members] = ndimage.rotate(x[members], sign * degrees, axes=(1, 2), reshape=False,
-                                          order=1, mode="constant", cval=background)
+            out[members] = _ndimage().rotate(x[members], sign * degrees, axes=(1, 2), reshape=False,
+                                            order=1, mode="constant", cval=background)
     return out
 
 
@@ -172,7 +178,7 @@ def corrupt(x, corruption, severity, value_range=None, seed=0, value_std=None):
         y = x + rng.normal(0.0, p * value_std, size=x.shape)
     elif corruption == "blur":
         sigma = [0.0] + [p] * (x.ndim - 2) + [0.0]
-        y = ndimage.gaussian_filter(x, sigma=sigma, mode="constant", cval=background)
+        y = _ndimage().gaussian_filter(x, sigma=sigma, mode="constant", cval=background)
     elif corruption == "scale":
         y = background + p * (x - background)
     elif corruption == "offset":
