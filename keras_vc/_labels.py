@@ -10,6 +10,13 @@ one-hot rows ``(n, K)``:
   particular one-hot rows of the wrong width), checks the values with ``check_labels`` whenever
   they are concrete (eager), and can return a per-row validity mask for the compiled case, where
   values are not known when the graph is built.
+* Inside a compiled training step the losses also call :func:`assert_valid_labels`, which makes
+  the step itself fail with the package's label message where the backend can raise at run time:
+  a TensorFlow ``tf.function`` without XLA (``fit``'s default on a CPU-only machine) through
+  ``tf.debugging.Assert``, JAX's ``jit`` (every JAX ``fit``) through ``jax.debug.callback``;
+  PyTorch runs eagerly and ``check_labels`` raises directly. What remains: TensorFlow with XLA
+  (``jit_compile=True``, or ``"auto"`` with a GPU) compiles the assertion away; there the invalid
+  rows' loss is NaN, so ``fit`` logs ``loss: nan`` from the first step.
 
 Probabilities or logits. One rule (:func:`is_probability_rows`): a batch whose entries are all
 ``>= -tolerance`` and whose rows all sum to 1 within ``tolerance`` (``PROBABILITY_TOLERANCE``,
@@ -133,6 +140,59 @@ def sparse_label_tensor(y_true, num_classes, name="y_true", return_valid=False,
     if return_valid:
         return ids, valid
     return ids
+
+
+def _label_message(num_classes, name):
+    return (f"`{name}` holds labels that are not class ids in [0, {num_classes - 1}] "
+            f"(or one-hot rows of width {num_classes}): the model's output has "
+            f"num_classes={num_classes} columns. Check the head's `num_classes` against the "
+            "labels (e.g. labels 0-9 need num_classes=10).")
+
+
+def assert_valid_labels(y_true, valid, num_classes, name="y_true"):
+    """Makes a traced training step fail with one clear message when ``valid`` is not all True.
+
+    Does nothing when ``y_true`` is concrete (``sparse_label_tensor`` has already checked it) or
+    inside Keras' symbolic shape inference. Under TensorFlow's ``tf.function`` it adds a
+    ``tf.debugging.Assert`` (an ``InvalidArgumentError`` naming the smallest and largest label
+    when the step runs; XLA compiles it away), under JAX's ``jit`` a ``jax.debug.callback`` that
+    raises ``ValueError`` (surfacing as the runtime error of the step). Other backends run
+    eagerly.
+
+    Args:
+        y_true: the labels tensor the mask was computed from.
+        valid: the ``(b,)`` boolean validity mask of :func:`sparse_label_tensor`.
+        num_classes: number of classes ``K``.
+        name: the argument's name, for the message.
+    """
+    if concrete_values(y_true) is not None:
+        return
+    import keras
+
+    message = _label_message(num_classes, name)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.is_tensor(valid) or tf.executing_eagerly():
+            return
+        labels = tf.cast(y_true, tf.float32)
+        tf.debugging.Assert(tf.reduce_all(valid),
+                            [message, "Smallest label:", tf.reduce_min(labels),
+                             "largest label:", tf.reduce_max(labels)], summarize=4)
+    elif backend == "jax":
+        import jax
+
+        if not isinstance(valid, jax.core.Tracer):
+            return
+
+        def _raise_if_invalid(all_valid, low, high):
+            if not bool(all_valid):
+                raise ValueError(f"{message} Smallest label: {float(low):g}, largest label: "
+                                 f"{float(high):g}.")
+
+        labels = ops.cast(y_true, "float32")
+        jax.debug.callback(_raise_if_invalid, ops.all(valid), ops.min(labels), ops.max(labels))
 
 
 def is_probability_rows(outputs, tolerance=PROBABILITY_TOLERANCE):

@@ -131,6 +131,7 @@ import dataclasses
 import inspect
 import numbers
 import os
+import shutil
 from typing import Optional
 
 import keras
@@ -575,7 +576,8 @@ class _ServingPlan:
 
 
 def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_samples=None,
-                       temperature=None, output_kind="auto", calibrator=None, conformal=None):
+                       temperature=None, output_kind="auto", calibrator=None, conformal=None,
+                       overwrite=False):
     """Writes a TensorFlow Serving SavedModel whose signature returns the uncertainty outputs.
 
     Args:
@@ -604,6 +606,8 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             ``calibrator.predict_proba_ops(logits)`` (see the module docstring).
         conformal: optional fitted ``SplitConformal`` on K classes: adds ``prediction_set``
             (bool ``(B, K)``) and ``set_size`` (int32 ``(B,)``) from the served probabilities.
+        overwrite: False (default) refuses a ``path`` that already exists, so that a served
+            version is never replaced by accident; True deletes the existing folder first.
 
     Returns:
         A :class:`ServingExport` describing the signatures written.
@@ -616,7 +620,8 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
             a conformal predictor that is unfitted or fitted on another K; a detector as
             ``ood_score`` that is not fitted, not exportable, built on another model, fitted
             without a model on a layer this model lacks or on another feature width, or
-            combined with ``mc_samples``; Keras on a backend other than TensorFlow (first).
+            combined with ``mc_samples``; a ``path`` that exists without ``overwrite=True`` (or
+            that is a file); Keras on a backend other than TensorFlow (first).
 
     Example:
         >>> info = export_for_serving(model, "models/digits/1",     # doctest: +SKIP
@@ -635,6 +640,17 @@ def export_for_serving(model, path, *, ood_score="auto", ood_threshold=None, mc_
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"`path` must be a string or os.PathLike, got {type(path).__name__}.")
     path = os.fspath(path)
+    if overwrite not in (True, False):
+        raise ValueError(f"`overwrite` must be True or False, got {overwrite!r}.")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"`path` {path!r} is an existing file, not a SavedModel folder.")
+        if not overwrite:
+            raise ValueError(
+                f"`path` {path!r} already exists: export_for_serving does not replace a version "
+                "folder silently. Write the next version (e.g. models/NAME/2) or pass "
+                "overwrite=True.")
+        shutil.rmtree(path)
     signature = [keras.InputSpec(shape=plan.input_shape, dtype=plan.input_dtype,
                                  name=INPUT_NAME)]
 

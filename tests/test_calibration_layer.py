@@ -65,13 +65,15 @@ def test_temperature_is_written_into_the_layer(trained, tmp_path):
         layer.temperature.assign(1.0)
 
 
-def test_default_ece_objective_on_a_dataset(trained):
+def test_default_nll_objective_on_a_dataset(trained):
     model, (x_val, y_val), _ = trained
     layer = model.layers[-1]
     dataset = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(64)
     try:
+        ece = calibration.fit_temperature(model, dataset, objective="ece", verbose=0)
+        assert ece.objective == "ece" and ece.value <= ece.value_at_one
         result = calibration.fit_temperature(model, dataset)
-        assert result.objective == "ece" and result.value <= result.value_at_one
+        assert result.objective == "nll" and result.value <= result.value_at_one
         assert float(layer.temperature.numpy()) == pytest.approx(result.temperature, rel=1e-6)
         from_arrays = calibration.fit_temperature(model, (x_val, y_val))
         assert from_arrays.temperature == pytest.approx(result.temperature, rel=1e-4)

@@ -392,9 +392,17 @@ def test_loss_rejects_bad_labels(gaussian_layer):
     def traced(labels):
         return loss(labels, gaussian_layer(X, training=True))
 
-    # Traced, values are unknown until run: an out-of-range label makes the loss NaN.
-    assert np.isnan(_np(traced(tf.constant(np.full(B, K)))))
+    # Traced, values are unknown until run: an out-of-range label stops the step there...
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"num_classes={K}"):
+        traced(tf.constant(np.full(B, K)))
     assert np.isfinite(_np(traced(tf.constant(Y))))
+
+    @tf.function(jit_compile=True)
+    def compiled(labels):
+        return loss(labels, gaussian_layer(X, training=True))
+
+    # ...and under XLA, which has no runtime assertion, makes the loss NaN.
+    assert np.isnan(_np(compiled(tf.constant(np.full(B, K)))))
 
 
 def test_config_round_trip_keeps_every_argument():

@@ -25,7 +25,7 @@ from keras_vc import metrics
 from keras_vc.robustness import subsets
 
 SET_SCORES = ("aps", "raps", "lac")
-TEMPERATURE_OBJECTIVE = "nll"
+TEMPERATURE_OBJECTIVE = calibration.temperature.DEFAULT_OBJECTIVE
 
 
 def alpha_key(alpha):

@@ -18,7 +18,7 @@ from keras_vc.robustness import attacks
 
 NUM_BINS = 15
 CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
-TEMPERATURE_OBJECTIVE = "nll"
+TEMPERATURE_OBJECTIVE = calibration.temperature.DEFAULT_OBJECTIVE
 PREDICT_BATCH = 2048
 
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()

@@ -14,6 +14,7 @@ with ``at_bound=True`` instead of being reported silently.
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from keras_vc.metrics import calibration as calibration_metrics
 from keras_vc.ops import search
 
 OBJECTIVES = ("nll", "ece")
+# The one default objective: fit_temperature, find_temperature, `keras-vc compare` and
+# `keras-vc evaluate` all fit the temperature by NLL (Guo et al. 2017) unless told otherwise.
+DEFAULT_OBJECTIVE = "nll"
 DEFAULT_BOUNDS = (0.05, 20.0)
 _GRID_POINTS = 241
 _REFINE_STEPS = 40
@@ -38,6 +42,8 @@ class TemperatureResult:
         value: the objective at the fitted temperature.
         value_at_one: the objective at ``T = 1`` (before scaling).
         at_bound: True when the optimum lies on a search bound: the fit is not trustworthy.
+        written_to: the name of the layer whose ``temperature`` variable ``fit_temperature``
+            set, or None (nothing written: apply the result yourself).
     """
 
     temperature: float
@@ -45,6 +51,7 @@ class TemperatureResult:
     value: float
     value_at_one: float
     at_bound: bool
+    written_to: str = None
 
 
 def softmax(logits, temperature=1.0):
@@ -83,7 +90,8 @@ def _objective_function(logits, labels, objective, num_bins):
     return ece
 
 
-def find_temperature(logits, labels, objective="nll", bounds=DEFAULT_BOUNDS, num_bins=15):
+def find_temperature(logits, labels, objective=DEFAULT_OBJECTIVE, bounds=DEFAULT_BOUNDS,
+                     num_bins=15):
     """Finds the temperature minimising ``objective`` on (logits, labels).
 
     Args:
@@ -128,10 +136,25 @@ def find_temperature_layer(model):
     return head_lib.output_head(model)
 
 
+def _check_finite_inputs(x):
+    """Refuses NaN / infinite inputs by name, before they become non-finite model outputs."""
+    array = x if isinstance(x, np.ndarray) else _labels.concrete_values(x)
+    if array is None or not np.issubdtype(np.asarray(array).dtype, np.floating):
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(
+            f"`data` inputs contain NaN or infinite values ({int((~finite).sum())} of "
+            f"{finite.size} entries): the model's outputs on them would be non-finite and no "
+            "temperature can be fitted. Clean or impute the inputs first.")
+
+
 def _collect_logits(model, data, batch_size):
     """Runs ``model`` on (x, y) data and returns (logits, labels) as NumPy arrays."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
+        if not isinstance(x, (dict, list, tuple)):
+            _check_finite_inputs(x)
         outputs = model.predict(x, batch_size=batch_size, verbose=0)
         labels = _validation.to_numpy(y, "data labels")
     else:
@@ -139,6 +162,8 @@ def _collect_logits(model, data, batch_size):
         for batch in data:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise ValueError("`data` must yield (x, y) batches.")
+            if not isinstance(batch[0], (dict, list, tuple)):
+                _check_finite_inputs(batch[0])
             xs.append(_validation.to_numpy(model(batch[0], training=False), "model outputs"))
             ys.append(_validation.to_numpy(batch[1], "data labels"))
         if not xs:
@@ -153,28 +178,38 @@ def _collect_logits(model, data, batch_size):
     return outputs, labels
 
 
-def fit_temperature(model, data, objective="ece", bounds=DEFAULT_BOUNDS, num_bins=15,
-                    batch_size=256):
+def fit_temperature(model, data, objective=DEFAULT_OBJECTIVE, bounds=DEFAULT_BOUNDS,
+                    num_bins=15, batch_size=256, verbose=1):
     """Fits one temperature on held-out data (never the test split).
 
     Args:
         model: a classifier whose output is logits or probabilities.
         data: ``(x, y)`` arrays or an iterable of ``(x, y)`` batches (e.g. a ``tf.data.Dataset``).
-        objective: ``"ece"`` (default, the DisMax "fast calibration") or ``"nll"`` (Guo et al.).
+        objective: ``"nll"`` (default, Guo et al. 2017; the objective ``keras-vc compare`` and
+            ``evaluate`` use, :data:`DEFAULT_OBJECTIVE`) or ``"ece"`` (the DisMax "fast
+            calibration").
         bounds: search interval for T.
         num_bins: bins of the ECE objective.
         batch_size: batch size for ``model.predict`` on arrays.
+        verbose: 1 (default) prints one line saying which temperature was found and where it
+            was written (or, for a model without a temperature variable, how to apply it); 0
+            prints nothing.
 
     Returns:
         A :class:`TemperatureResult`. If the model's output layer is a keras_vc head (it owns a
         ``temperature`` variable) the result is also written into it (the search itself runs
-        at temperature 1); for any other classifier nothing is written: apply the result with
-        :func:`apply_temperature` or ``export_for_serving(..., temperature=result)``.
+        at temperature 1) and ``written_to`` names the layer; for any other classifier nothing
+        is written (``written_to`` is None): apply the result with :func:`apply_temperature`
+        or ``export_for_serving(..., temperature=result)``. A result on a search bound
+        (``at_bound``) also gives one ``UserWarning``.
 
     Raises:
-        ValueError: for bad data, or a model holding a keras_vc head that is not its output
-            layer (the temperature could not be applied where it belongs).
+        ValueError: for bad data (NaN or infinite inputs included), or a model holding a keras_vc
+            head that is not its output layer (the temperature could not be applied where it
+            belongs).
     """
+    if verbose not in (0, 1, True, False):
+        raise ValueError(f"`verbose` must be 0 or 1, got {verbose!r}.")
     layer = find_temperature_layer(model)
     previous = None
     if layer is not None:
@@ -190,4 +225,25 @@ def fit_temperature(model, data, objective="ece", bounds=DEFAULT_BOUNDS, num_bin
         raise
     if layer is not None:
         layer.temperature.assign(result.temperature)
+        result = dataclasses.replace(result, written_to=layer.name)
+    if result.at_bound:
+        why = ("typically validation data without errors, where the NLL keeps falling as "
+               "T -> 0" if result.temperature < 1 else
+               "typically outputs that say nothing about the labels: an untrained or "
+               "chance-level model")
+        warnings.warn(
+            f"fit_temperature: the best temperature, {result.temperature:.4g}, lies on the search "
+            f"bound {tuple(bounds)}: the fit is not trustworthy ({why}). Check the model's "
+            "validation accuracy, use more validation data or wider `bounds`.",
+            UserWarning, stacklevel=2)
+    if verbose:
+        found = (f"fit_temperature: T = {result.temperature:.4g} ({result.objective} "
+                 f"{result.value_at_one:.4g} at T = 1 -> {result.value:.4g})")
+        if layer is not None:
+            print(f"{found}; written into {layer.name}.temperature: predict, evaluate and "
+                  "export apply it.")
+        else:
+            print(f"{found}; the model has no temperature variable, nothing was written: use "
+                  "keras_vc.calibration.apply_temperature(model.predict(x), result.temperature) "
+                  "or export_for_serving(model, path, temperature=result).")
     return result

@@ -68,8 +68,9 @@ def calibration_figures(labels, probs):
 
 def temperature_figures(val_logits, val_labels, test_logits, test_labels):
     """The NLL temperature fitted on validation logits and the test figures it gives."""
-    result = calibration.find_temperature(val_logits, val_labels, objective="nll",
-                                          num_bins=NUM_BINS)
+    result = calibration.find_temperature(
+        val_logits, val_labels, objective=calibration.temperature.DEFAULT_OBJECTIVE,
+        num_bins=NUM_BINS)
     probs = calibration.apply_temperature(test_logits, result.temperature)
     return result, probs, calibration_figures(test_labels, probs)
 

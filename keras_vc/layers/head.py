@@ -28,6 +28,8 @@ A head replaces the final ``Dense`` layer of a classifier. Whatever its method, 
 ``keras_vc.export`` and ``keras_vc.calibration`` rely on it instead of guessing from attributes.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -36,6 +38,7 @@ from keras_vc import _validation
 from keras_vc import scores
 
 
+@keras.saving.register_keras_serializable(package="keras_vc")
 class ClassifierHead(keras.layers.Layer):
     """Base class of keras_vc's output layers (see the module docstring for the protocol).
 
@@ -91,8 +94,66 @@ class ClassifierHead(keras.layers.Layer):
         """float32 logits, divided by the temperature except in training mode."""
         logits = ops.cast(logits, "float32")
         if training:
+            self._warn_if_not_output()
+            self._check_training_loss()
             return logits
         return ops.divide(logits, self.temperature)
+
+    def _warn_if_not_output(self):
+        """One ``UserWarning`` when the head is trained while another layer consumes its output.
+
+        Runs when the training step is traced (or on an eager training call): the earliest point
+        at which keras_vc can know the head is being trained. A head inside a model whose output
+        is another layer's trains through that layer (a ``Dense`` after ``DistanceLogits``
+        learns from distances scaled by 10 and sits near chance), and its temperature and OOD
+        score no longer describe the model's outputs.
+        """
+        consumers = [node.operation.name for node in self._outbound_nodes]
+        if not consumers or getattr(self, "_warned_not_output", False):
+            return
+        self._warned_not_output = True
+        warnings.warn(
+            f"The keras_vc head {self.name!r} ({type(self).__name__}) is being trained but is "
+            f"not the output layer: its output feeds {', '.join(map(repr, consumers))}. A "
+            "head's logits are meant to be the model's output (with its loss, e.g. "
+            "keras_vc.losses.EntropicCrossEntropy for DistanceLogits); layers after it change "
+            "what is trained, and fit_temperature, scores.recommended and export refuse such a "
+            "model. Make the head the last layer.", UserWarning, stacklevel=2)
+
+    def _check_training_loss(self):
+        """Refuses a compiled loss that reads this head's logits as probabilities.
+
+        A layer cannot see the loss it is trained with, so when the training step is traced
+        this looks up the calling frames for the Keras model being trained (its train step calls
+        the model, which calls this head) and, if this head is that model's output layer, checks
+        its compiled ``loss``: the string ``"sparse_categorical_crossentropy"`` /
+        ``"categorical_crossentropy"`` or a Keras cross-entropy with ``from_logits=False`` treats
+        logits as probabilities (VariationalSoftmax then sits at ``log K`` and chance accuracy).
+        Anything unexpected leaves training alone: this is a guard, not a requirement.
+
+        Raises:
+            ValueError: such a loss on a model whose output layer is this head.
+        """
+        if getattr(self, "_loss_checked", False):
+            return
+        self._loss_checked = True
+        model = _model_being_trained()
+        if model is None:
+            return
+        try:
+            if output_head(model) is not self:
+                return
+        except ValueError:
+            return
+        loss = getattr(model, "loss", None)
+        if _reads_probabilities(loss):
+            raise ValueError(
+                f"Model {model.name!r} is compiled with loss {_describe_loss(loss)}, which reads "
+                f"its inputs as probabilities (from_logits=False), but its output layer "
+                f"{self.name!r} ({type(self).__name__}) returns logits. Compile with the "
+                "head's loss (keras_vc.losses.EntropicCrossEntropy() for DistanceLogits, "
+                "keras_vc.losses.VariationalClassificationLoss() for VariationalSoftmax) or "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.num_classes,)
@@ -135,6 +196,44 @@ class ClassifierHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+_PROBABILITY_LOSS_NAMES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+
+
+def _model_being_trained(max_depth=40):
+    """The compiled ``keras.Model`` whose method is on the call stack (nearest first), or None."""
+    import inspect
+
+    frame = inspect.currentframe()
+    try:
+        for _ in range(max_depth):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, keras.Model) and getattr(candidate, "loss", None) is not None:
+                return candidate
+        return None
+    finally:
+        del frame
+
+
+def _reads_probabilities(loss):
+    if isinstance(loss, str):
+        return loss in _PROBABILITY_LOSS_NAMES
+    if isinstance(loss, (keras.losses.SparseCategoricalCrossentropy,
+                         keras.losses.CategoricalCrossentropy)):
+        return not getattr(loss, "_fn_kwargs", {}).get("from_logits", False)
+    return loss in (keras.losses.sparse_categorical_crossentropy,
+                    keras.losses.categorical_crossentropy)
+
+
+def _describe_loss(loss):
+    if isinstance(loss, str):
+        return repr(loss)
+    return f"{type(loss).__name__}(from_logits=False)" if isinstance(
+        loss, keras.losses.Loss) else getattr(loss, "__name__", repr(loss))
 
 
 def _walk(layer):

@@ -69,9 +69,11 @@ class EntropicCrossEntropy(keras.losses.Loss):
     **Bad labels.** When the loss runs eagerly (a direct call, ``run_eagerly=True``), class ids
     outside ``[0, K)``, non-integer ids, and target rows that are negative or do not sum to 1
     raise ``ValueError``. Inside a compiled ``fit`` the values are not known when the graph is
-    built and XLA has no runtime assertion: an out-of-range class id makes its example's loss
-    NaN, so the training loss turns NaN instead of silently training on a clamped label. Shapes
-    are always checked.
+    built: an out-of-range class id stops the first training step with the same message (a
+    TensorFlow ``InvalidArgumentError`` under ``tf.function``, an error raised from a
+    ``jax.debug.callback`` under JAX). XLA on TensorFlow (``jit_compile=True``) has no runtime
+    assertion: there the example's loss is NaN, so ``fit`` logs ``loss: nan`` instead of
+    silently training on a clamped label. Shapes are always checked.
 
     Args:
         entropic_scale: the factor applied to the logits before the softmax; > 0 (default 1,
@@ -133,8 +135,10 @@ class EntropicCrossEntropy(keras.losses.Loss):
 
     def _sparse(self, labels, logits, num_classes):
         # Class ids of any leading shape: checked and made safe as one flat vector.
-        ids, valid = _labels.sparse_label_tensor(ops.reshape(labels, (-1,)), num_classes,
-                                                 name="y_true", return_valid=True)
+        flat = ops.reshape(labels, (-1,))
+        ids, valid = _labels.sparse_label_tensor(flat, num_classes, name="y_true",
+                                                 return_valid=True)
+        _labels.assert_valid_labels(flat, valid, num_classes, name="y_true")
         shape = ops.shape(labels)
         ids, valid = ops.reshape(ids, shape), ops.reshape(valid, shape)
         nll = ops.sparse_categorical_crossentropy(ids, logits, from_logits=True)

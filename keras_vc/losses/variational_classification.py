@@ -26,8 +26,10 @@ class VariationalClassificationLoss(keras.losses.Loss):
 
     Labels are integer class ids of shape (batch,) or (batch, 1), or one-hot rows (batch, K);
     other shapes (one-hot rows of the wrong width included) raise ``ValueError`` when the loss is
-    traced. Labels outside [0, K) raise ``ValueError`` when their values are known (eager calls);
-    inside a compiled ``fit`` they cannot raise, and their loss is NaN instead of a silent zero.
+    traced. Labels outside [0, K) raise ``ValueError`` when their values are known (eager calls)
+    and stop a compiled ``fit`` at its first step with the same message (``tf.function``, JAX's
+    ``jit``); under XLA on TensorFlow (``jit_compile=True``) nothing can raise at run time and
+    their loss is NaN instead of a silent zero.
 
     Args:
         reduction, name, dtype: as for any ``keras.losses.Loss``.
@@ -46,6 +48,7 @@ class VariationalClassificationLoss(keras.losses.Loss):
         num_classes = int(logits.shape[-1])
         labels, valid = _labels.sparse_label_tensor(y_true, num_classes, name="y_true",
                                                     return_valid=True)
+        _labels.assert_valid_labels(y_true, valid, num_classes, name="y_true")
         log_probs = ops.log_softmax(logits, axis=-1)
         losses = -ops.sum(ops.one_hot(labels, num_classes, dtype="float32") * log_probs, axis=-1)
         return ops.where(valid, losses, ops.full_like(losses, float("nan")))
