@@ -144,6 +144,7 @@ def _compare(args, argv):
     from keras_vc.benchmark import compare
     from keras_vc.benchmark import plan as plan_lib
     from keras_vc.benchmark import report as report_lib
+    from keras_vc.benchmark import report_posthoc
     from keras_vc.data import loaders
 
     try:
@@ -183,7 +184,8 @@ def _compare(args, argv):
         print()
         print(f"== {name}: OOD detection, AUROC ==")
         print(report_lib.ood_table(report, name))
-        paired = report_lib.paired_table(report, name)
+        paired = report_lib.paired_table(report, name,
+                                         report_posthoc.paired_columns(report))
         if paired:
             print()
             print(f"== {name}: paired difference vs softmax (seeds where the sign held) ==")

@@ -71,6 +71,23 @@ from keras_vc.data import loaders
 from keras_vc.robustness import corruptions as corruptions_lib
 
 REPORT_VERSION = 1
+# How the figures are computed, stated in compare.json.
+METRICS = {"num_bins": evaluation.NUM_BINS, "ece": "top-label, equal-width bins "
+           "(lo, hi], first bin [0, 1/15]", "temperature_objective":
+           evaluation.TEMPERATURE_OBJECTIVE, "temperature_fit_on": "validation split",
+           "ood": "in-distribution = positive, higher score = more in-distribution; "
+           "AUPR step-wise (average precision); FPR at 95% TPR",
+           "conformal": "split conformal (APS, RAPS randomised; LAC) on "
+           "softmax(logits / T), T and RAPS's k_reg, lam fitted on one stratified "
+           "half of the validation split, qhat on the other half; coverage and set "
+           "size on the test split",
+           "calibrators": "each fitted on the validation logits (library defaults: "
+           "no ODIR penalty, 15 bins), test ECE / classwise ECE / accuracy",
+           "posthoc": "post-hoc detectors (keras_vc.detectors) fitted on the "
+           "training split's head-input features; the best on the softmax baseline "
+           "chosen by mean AUROC on the other OOD sets of the dataset",
+           "selective": "AURC and AUGRC with the largest probability as confidence "
+           "(right-endpoint sums)"}
 
 
 def _machine():
@@ -93,6 +110,38 @@ def _machine():
 def default_workers():
     """Worker processes of the default run: one per CPU core, at most 8."""
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _dataset_section(name, dataset, results, configs, method_names, seeds, protocol):
+    """One dataset's part of the report: its runs in plan order (config, seed, method) and
+    their statistics; ``plot_data`` (first seed) is for the plots, not for the file."""
+    runs = [run for r in results for run in r["runs"]]
+    runs.sort(key=lambda run: (configs.index(run["config"]), run["seed"],
+                               method_names.index(run["method"])))
+    descriptions, sizes = {}, {}
+    for r in results:
+        descriptions.update(r["descriptions"])
+        if r["task"].seed == seeds[0]:
+            sizes[r["task"].config] = r["sizes"]
+    return {
+        "description": dataset.description,
+        "kind": dataset.kind,
+        "value_range": list(dataset.value_range),
+        "backbone": backbones.name_for(name, dataset.input_shape),
+        "protocol": dataclasses.asdict(protocol),
+        "configs": configs,
+        "sizes": sizes,
+        "ood_sets": descriptions,
+        "corruptions": list(corruptions_lib.available_corruptions(dataset.kind)),
+        "note": DATASET_NOTES.get(name, ""),
+        "runs": runs,
+        "summary": statistics.summarize_runs(runs),
+        "paired_vs_softmax": statistics.paired_differences(runs),
+        "at_chance": statistics.at_chance_seeds(runs),
+        "versus_best_detector": posthoc.versus_best_detector(runs),
+        "plots": {},
+        "plot_data": {r["task"].config: r["plots"] for r in results if r["task"].keep_plot_data},
+    }
 
 
 def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protocol=None,
@@ -184,59 +233,18 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
                      "start, step 2.5 eps / steps); epsilons relative to the input range width",
                      corruptions={n: dataclasses.asdict(c)
                                   for n, c in corruptions_lib.CORRUPTIONS.items()}),
-        "metrics": {"num_bins": evaluation.NUM_BINS, "ece": "top-label, equal-width bins "
-                    "(lo, hi], first bin [0, 1/15]", "temperature_objective":
-                    evaluation.TEMPERATURE_OBJECTIVE, "temperature_fit_on": "validation split",
-                    "ood": "in-distribution = positive, higher score = more in-distribution; "
-                    "AUPR step-wise (average precision); FPR at 95% TPR",
-                    "conformal": "split conformal (APS, RAPS randomised; LAC) on "
-                    "softmax(logits / T), T and RAPS's k_reg, lam fitted on one stratified "
-                    "half of the validation split, qhat on the other half; coverage and set "
-                    "size on the test split",
-                    "calibrators": "each fitted on the validation logits (library defaults: "
-                    "no ODIR penalty, 15 bins), test ECE / classwise ECE / accuracy",
-                    "posthoc": "post-hoc detectors (keras_vc.detectors) fitted on the "
-                    "training split's head-input features; the best on the softmax baseline "
-                    "chosen by mean AUROC on the other OOD sets of the dataset",
-                    "selective": "AURC and AUGRC with the largest probability as confidence "
-                    "(right-endpoint sums)"},
+        "metrics": METRICS,
         "methods": {name: {"title": head.title, "ood_score": head.ood_score,
                            "probabilities": head.note, "requires": list(head.requires)}
                     for name, head in methods.items()},
         "datasets": {},
     }
     for name, dataset in loaded.items():
-        dataset_results = [r for r in results if r["task"].dataset == name]
-        runs = [run for r in dataset_results for run in r["runs"]]
-        config_rank = configs_per_dataset[name]
-        runs.sort(key=lambda run: (config_rank.index(run["config"]), run["seed"],
-                                   method_names.index(run["method"])))
-        descriptions, sizes = {}, {}
-        for r in dataset_results:
-            descriptions.update(r["descriptions"])
-            if r["task"].seed == seeds[0]:
-                sizes[r["task"].config] = r["sizes"]
-        plot_data = {r["task"].config: r["plots"] for r in dataset_results
-                     if r["task"].keep_plot_data}
-        report["datasets"][name] = {
-            "description": dataset.description,
-            "kind": dataset.kind,
-            "value_range": list(dataset.value_range),
-            "backbone": backbones.name_for(name, dataset.input_shape),
-            "protocol": dataclasses.asdict(protocols[name]),
-            "configs": config_rank,
-            "sizes": sizes,
-            "ood_sets": descriptions,
-            "corruptions": list(corruptions_lib.available_corruptions(dataset.kind)),
-            "note": DATASET_NOTES.get(name, ""),
-            "runs": runs,
-            "summary": statistics.summarize_runs(runs),
-            "paired_vs_softmax": statistics.paired_differences(runs),
-            "at_chance": statistics.at_chance_seeds(runs),
-            "versus_best_detector": posthoc.versus_best_detector(runs),
-            "plots": {},
-        }
-        report["datasets"][name]["plots"] = plots.write_plots(report, name, plot_data, out_dir)
+        report["datasets"][name] = _dataset_section(
+            name, dataset, [r for r in results if r["task"].dataset == name],
+            configs_per_dataset[name], method_names, seeds, protocols[name])
+        report["datasets"][name]["plots"] = plots.write_plots(
+            report, name, report["datasets"][name].pop("plot_data"), out_dir)
     report["wall_seconds"] = time.perf_counter() - started
     timing["report_seconds"] = (report["wall_seconds"] - timing["load_seconds"]
                                 - timing["tasks_seconds"])

@@ -136,7 +136,9 @@ def ood_table(report, name, metric="auroc"):
     return _table(header, rows)
 
 
-def paired_table(report, name):
+def paired_table(report, name, extra_columns=()):
+    """One row per method: paired differences against softmax (calibration, each OOD set's
+    AUROC, then ``extra_columns``: ``(config, figure key, title)`` triples)."""
     data = report["datasets"][name]
     columns = [("full", "calibration.accuracy", "Δacc"), ("full", "calibration.ece", "ΔECE"),
                ("full", "calibration.ece_ts", "ΔECE (TS)"), ("full", "calibration.nll", "ΔNLL"),
@@ -145,7 +147,7 @@ def paired_table(report, name):
         for set_name in _ood_sets(data, config):
             columns.append((config, f"ood.{set_name}.recommended.auroc",
                             f"ΔAUROC {SET_TITLES.get(set_name, set_name)}"))
-    columns += _posthoc().paired_columns(report)
+    columns += list(extra_columns)
     rows = []
     baseline_chance = data.get("at_chance", {}).get("full", {}).get("softmax")
     for method in report["methods"]:
@@ -243,9 +245,3 @@ def ood_appendix(report, name):
                           f"{data['ood_sets'].get(set_name, '')}\n\n"
                           + _table(["method", "score"] + [t for _, t in OOD_METRIC_TITLES], rows))
     return "\n\n".join(blocks)
-
-
-def _posthoc():
-    from keras_vc.benchmark import report_posthoc  # it builds on this module's helpers
-
-    return report_posthoc

@@ -125,7 +125,7 @@ def format_markdown(report):
                   *report_posthoc.smallest_sets_lines(report, name), "",
                   "### Post-hoc calibrators and selective classification (test split)", "",
                   report_posthoc.calibrator_table(report, name), ""]
-        paired = tables.paired_table(report, name)
+        paired = tables.paired_table(report, name, report_posthoc.paired_columns(report))
         if paired:
             lines += ["### Paired difference vs softmax (same seed; seeds where the sign "
                       "agrees)", "", paired, ""]
@@ -207,7 +207,7 @@ def format_readme_section(report):
                   report_posthoc.conformal_table(report, name, scores=("aps", "raps"),
                                              worst=False), "",
                   *report_posthoc.smallest_sets_lines(report, name), ""]
-        paired = tables.paired_table(report, name)
+        paired = tables.paired_table(report, name, report_posthoc.paired_columns(report))
         if paired:
             lines += ["Paired difference vs softmax (seeds where the sign held):", "", paired, ""]
         if ("full" not in data["summary"] or eps is None
