@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -148,7 +149,15 @@ def test_digits_report_structure_and_ranges(digits_report):
     assert data["kind"] == "image" and data["backbone"] == "mlp"
     assert data["protocol"]["epochs"] == 1 and data["protocol"]["jit_compile"] is False
     assert len(data["runs"]) == len(report["methods"]) * 2
-    assert len(lines) == len(data["runs"]) + 1  # a header, then one line per model
+    # The legend and a header, then one counted line per model (warnings are not counted).
+    assert lines[0] == report_lib.LOG_LEGEND and lines[1].startswith("keras-vc compare: ")
+    counted = [line for line in lines if re.match(r"\[ ?\d+/\d+ \d+:\d\d elapsed", line)]
+    assert len(counted) == len(data["runs"])
+    assert counted[-1].startswith(f"[{len(counted)}/{len(counted)} ")
+    # Runs in plan order (config, seed, method), whatever order they finished in.
+    for config in data["configs"]:
+        assert [r["method"] for r in data["runs"] if r["config"] == config] == list(
+            report["methods"])
     for run in data["runs"]:
         _check_figures(run["figures"], run["config"])
     full = {r["method"]: r["figures"] for r in data["runs"] if r["config"] == "full"}
@@ -268,7 +277,8 @@ def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
     plan = dataclasses.replace(TINY_PLAN, open_set=False, low_data_fractions=(0.25,))
     again = compare.run_compare(["digits"], ["softmax"], [0], TINY_PROTOCOL, str(tmp_path),
                                 log=lines.append, plan=plan, workers=2)
-    assert again["workers"] == 2 and len(lines) == 1 + 2  # worker lines reach the log
+    assert again["workers"] == 2  # worker lines reach the log, counted
+    assert sorted(line[:5] for line in lines if line.startswith("[")) == ["[1/2 ", "[2/2 "]
     data = again["datasets"]["digits"]
     assert data["configs"] == ["full", "low_data_0.25"]
     low = [r for r in data["runs"] if r["config"] == "low_data_0.25"]
