@@ -8,6 +8,8 @@ Results come back in the order of the tasks given, whatever order they finish in
 
 import multiprocessing
 import os
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -143,9 +145,15 @@ def run_tasks(tasks, datasets, methods, workers, log):
 
     results = [None] * len(tasks)
     # A spawned worker imports TensorFlow while it unpickles its arguments, before its
-    # initializer runs: the C++ log level must be in the environment it inherits.
+    # initializer runs: the C++ log level must be in the environment it inherits, and the lines
+    # TensorFlow writes before its logging starts go to the standard error it inherits, which
+    # is kept aside (and shown if the run fails).
     saved = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    captured = tempfile.TemporaryFile()
+    stderr = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    failed = True
     try:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(datasets, methods, queue, 1)) as pool:
@@ -157,7 +165,14 @@ def run_tasks(tasks, datasets, methods, workers, log):
                 for future in futures.values():  # fail fast: do not run the queued tasks
                     future.cancel()
                 raise
+        failed = False
     finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        if failed:
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace")[-5000:])
+        captured.close()
         if saved is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         done.set()
