@@ -2,7 +2,9 @@
 
 import json
 import os
+import warnings
 
+import numpy as np
 import pytest
 
 from keras_vc.benchmark import cli
@@ -11,7 +13,7 @@ from keras_vc.benchmark import cli
 @pytest.mark.parametrize("argv, message", [
     (["compare", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["compare", "--dataset", "digits,tfds:"], "unknown dataset 'tfds:'"),
-    (["compare", "--methods", "nope"], "unknown method(s) nope; available: softmax"),
+    (["compare", "--methods", "nope"], "unknown method(s) nope; expected some of softmax"),
     (["compare", "--seeds", "0"], "--seeds: expected a positive integer, got 0"),
     (["compare", "--epochs", "-3"], "--epochs: expected a positive integer, got -3"),
     (["compare", "--seeds", "two"], "expected a positive integer, got 'two'"),
@@ -68,3 +70,38 @@ def test_a_tiny_run_prints_tables_and_writes_reports(capsys, tmp_path):
     assert report["datasets"]["digits"]["configs"] == ["full"]
     assert set(report["datasets"]["digits"]["runs"][0]["figures"]["conformal"]) >= {"0.1", "0.05"}
     assert (out / "README_results.md").exists() and (out / "compare.md").exists()
+
+
+def _noise_folder(root, size=8, per_class=10):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b", "c"):
+        os.makedirs(root / label)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size), np.uint8)
+            Image.fromarray(pixels, mode="L").save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_quick_folder_run_states_the_image_size_and_flags_chance(capsys, tmp_path):
+    # Noise images: nothing to learn, so the model ends at chance and the run says so.
+    folder = _noise_folder(tmp_path / "noise")
+    out = tmp_path / "reports"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no NumPy 0/0 in the figures
+        status = cli.main(["compare", "--dataset", f"folder:{folder}", "--quick",
+                           "--methods", "softmax", "--epochs", "1", "--workers", "1",
+                           "--image-size", "8", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "folder:noise: images from" in captured.out and "resized to 8x8 rgb" in captured.out
+    assert "--image-size" in captured.out
+    assert "[1/1 " in captured.out and "ETA 0:00]" in captured.out
+    assert "WARNING: softmax on folder:noise seed 0 (full) ended at chance accuracy" in (
+        captured.out)
+    report = json.loads((out / "compare.json").read_text())
+    assert report["datasets"]["folder:noise"]["at_chance"] == {"full": {"softmax": [0]}}
+    assert report["plan"]["robustness"] is False
+    assert report["datasets"]["folder:noise"]["configs"] == ["full"]
+    assert "Adversarial robustness" not in (out / "compare.md").read_text()

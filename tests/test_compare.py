@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -13,13 +14,16 @@ from keras_vc import calibration
 from keras_vc.benchmark import compare
 from keras_vc.benchmark import conformal_eval
 from keras_vc.benchmark import evaluation
-from keras_vc.benchmark import methods as methods_lib
+from keras_vc.benchmark import plan as plan_lib
 from keras_vc.benchmark import posthoc
+from keras_vc.benchmark import registry
 from keras_vc.benchmark import report as report_lib
+from keras_vc.benchmark import statistics
+from keras_vc.benchmark import trainers
 
 # One epoch, and one step per call: at one epoch tracing dominates, and 16 steps per call (the
 # default) trace a bigger function. The command-line test runs the default protocol.
-TINY_PROTOCOL = methods_lib.Protocol(epochs=1, steps_per_execution=1)
+TINY_PROTOCOL = trainers.Protocol(epochs=1, steps_per_execution=1)
 # Every registered method runs on both offline datasets (full models, plus open-set models on
 # digits); the low-data path runs in the worker-process test with softmax only, to keep the
 # number of tiny models (each costs about 2 s of tracing) small as methods are added.
@@ -34,7 +38,7 @@ def _standin_train(backbone, split, protocol, seed, context):
     model = keras.Sequential([keras.Input(split.input_shape), features,
                               keras.layers.Dense(split.num_classes, name="logits")])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return methods_lib.fit_classifier(model, split, protocol, loss, seed=seed)
+    return trainers.fit_classifier(model, split, protocol, loss, seed=seed)
 
 
 def _standin_extra_scores(model, split):
@@ -46,7 +50,7 @@ def _standin_extra_scores(model, split):
     return score
 
 
-STANDIN = methods_lib.Method(
+STANDIN = registry.Head(
     name="standin", title="Stand-in two-stage head", train=_standin_train,
     ood_score="max_logit", note="softmax of the new head's logits",
     extra_scores=_standin_extra_scores, requires=("softmax",))
@@ -54,9 +58,9 @@ STANDIN = methods_lib.Method(
 
 @pytest.fixture(scope="module")
 def standin():
-    methods_lib.register(STANDIN)
+    registry.register(STANDIN)
     yield STANDIN
-    methods_lib.METHODS.pop(STANDIN.name, None)
+    registry.unregister(STANDIN.name)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def mnist1d_report(standin, tmp_path_factory):
 
 
 def _check_figures(figures, config):
-    flat = compare.flatten(figures)
+    flat = statistics.flatten(figures)
     for key, value in flat.items():
         assert math.isfinite(value), key
     cal = figures["calibration"]
@@ -137,7 +141,7 @@ def _check_figures(figures, config):
 def test_digits_report_structure_and_ranges(digits_report):
     report, out, lines = digits_report
     # Every registered method, the stand-in included, in report order (softmax first).
-    assert list(report["methods"]) == methods_lib.ordered()
+    assert list(report["methods"]) == plan_lib.ordered_methods()
     assert list(report["methods"])[0] == "softmax" and "standin" in report["methods"]
     data = report["datasets"]["digits"]
     assert data["configs"] == ["full", "open_set"]
@@ -145,7 +149,15 @@ def test_digits_report_structure_and_ranges(digits_report):
     assert data["kind"] == "image" and data["backbone"] == "mlp"
     assert data["protocol"]["epochs"] == 1 and data["protocol"]["jit_compile"] is False
     assert len(data["runs"]) == len(report["methods"]) * 2
-    assert len(lines) == len(data["runs"]) + 1  # a header, then one line per model
+    # The legend and a header, then one counted line per model (warnings are not counted).
+    assert lines[0] == report_lib.LOG_LEGEND and lines[1].startswith("keras-vc compare: ")
+    counted = [line for line in lines if re.match(r"\[ ?\d+/\d+ \d+:\d\d elapsed", line)]
+    assert len(counted) == len(data["runs"])
+    assert counted[-1].startswith(f"[{len(counted)}/{len(counted)} ")
+    # Runs in plan order (config, seed, method), whatever order they finished in.
+    for config in data["configs"]:
+        assert [r["method"] for r in data["runs"] if r["config"] == config] == list(
+            report["methods"])
     for run in data["runs"]:
         _check_figures(run["figures"], run["config"])
     full = {r["method"]: r["figures"] for r in data["runs"] if r["config"] == "full"}
@@ -265,7 +277,8 @@ def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
     plan = dataclasses.replace(TINY_PLAN, open_set=False, low_data_fractions=(0.25,))
     again = compare.run_compare(["digits"], ["softmax"], [0], TINY_PROTOCOL, str(tmp_path),
                                 log=lines.append, plan=plan, workers=2)
-    assert again["workers"] == 2 and len(lines) == 1 + 2  # worker lines reach the log
+    assert again["workers"] == 2  # worker lines reach the log, counted
+    assert sorted(line[:5] for line in lines if line.startswith("[")) == ["[1/2 ", "[2/2 "]
     data = again["datasets"]["digits"]
     assert data["configs"] == ["full", "low_data_0.25"]
     low = [r for r in data["runs"] if r["config"] == "low_data_0.25"]
@@ -277,7 +290,7 @@ def test_same_seed_same_report_on_worker_processes(digits_report, tmp_path):
     assert "accuracy / ECE vs training fraction" in data["plots"]
 
     def softmax_full(r):
-        return [compare.flatten(run["figures"]) for run in r["datasets"]["digits"]["runs"]
+        return [statistics.flatten(run["figures"]) for run in r["datasets"]["digits"]["runs"]
                 if run["method"] == "softmax" and run["config"] == "full"][0]
 
     first, second = softmax_full(report), softmax_full(again)
@@ -290,22 +303,22 @@ def test_paired_differences_by_hand():
     runs = [{"config": "full", "method": m, "seed": s, "figures": {"x": {"acc": v}, "flag": True}}
             for m, s, v in [("softmax", 0, 0.5), ("softmax", 1, 0.6), ("softmax", 2, 0.7),
                             ("other", 0, 0.6), ("other", 1, 0.9), ("other", 2, 0.65)]]
-    paired = compare.paired_differences(runs)["full"]["other"]["x.acc"]
+    paired = statistics.paired_differences(runs)["full"]["other"]["x.acc"]
     deltas = np.array([0.1, 0.3, -0.05])
     assert paired["mean"] == pytest.approx(deltas.mean())
     assert paired["std"] == pytest.approx(deltas.std())
     assert paired["same_sign"] == 2 and paired["n"] == 3
-    summary = compare.summarize_runs(runs)["full"]["other"]
+    summary = statistics.summarize_runs(runs)["full"]["other"]
     assert summary["x.acc"]["mean"] == pytest.approx(np.mean([0.6, 0.9, 0.65]))
     assert summary["flag"] == {"count": 3, "n": 3}
     assert report_lib._delta(paired) == "+0.117 ± 0.143 (2/3)"
     for run in runs:
         run["figures"]["x"]["same"] = 0.25
-    assert compare.paired_differences(runs)["full"]["other"]["x.same"]["same_sign"] == 0
+    assert statistics.paired_differences(runs)["full"]["other"]["x.same"]["same_sign"] == 0
 
 
 def test_flatten_and_plan_validation():
-    assert compare.flatten({"a": {"b": 1, "c": "text"}, "d": np.float32(2.5), "e": False}) == {
+    assert statistics.flatten({"a": {"b": 1, "c": "text"}, "d": np.float32(2.5), "e": False}) == {
         "a.b": 1.0, "d": 2.5, "e": False}
     for kwargs in (dict(robustness_samples=0), dict(attack_epsilons=(-0.1,)),
                    dict(corruption_severities=(6,)), dict(low_data_fractions=(0.0,)),
@@ -331,10 +344,10 @@ def test_run_compare_rejects_bad_arguments(tmp_path):
 
 
 def test_method_order_adds_requirements(standin):
-    assert methods_lib.ordered(["standin"]) == ["softmax", "standin"]
-    assert methods_lib.ordered()[0] == "softmax"
+    assert plan_lib.ordered_methods(["standin"]) == ["softmax", "standin"]
+    assert plan_lib.ordered_methods()[0] == "softmax"
     with pytest.raises(ValueError, match="unknown method"):
-        methods_lib.ordered(["softmax", "nope"])
+        plan_lib.ordered_methods(["softmax", "nope"])
 
 
 # ------------------------------------------------------------------------------------------

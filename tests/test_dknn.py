@@ -5,7 +5,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vc.benchmark.methods import METHODS
 from keras_vc.data import offline
 from keras_vc.dknn import DeepKNN
 from keras_vc.dknn import k_nearest_neighbors
@@ -146,14 +145,15 @@ def test_deep_knn_rejects_nan_inputs_and_activations(clusters):
 
 def test_snnl_method_extra_scores_give_dknn_credibility():
     from keras_vc.benchmark import backbones
-    from keras_vc.benchmark.methods import entanglement
+    from keras_vc.benchmark import registry
+    from keras_vc.benchmark import trainers
 
     split = offline.load_digits(0)
-    method = METHODS["snnl"]
-    assert method.extra_scores is entanglement.extra_scores
+    method = registry.HEADS["snnl"]
+    assert method.extra_scores is trainers.dknn_scores
     keras.utils.set_random_seed(0)
-    # The method's model, trained briefly without XLA (train() = build_model + fit_classifier).
-    model = entanglement.build_model(backbones.mlp(), split)
+    # The method's model, trained briefly without XLA (train() = snnl_model + fit_classifier).
+    model = trainers.snnl_model(backbones.mlp(), split, method.layer)
     assert model.layer_names == ["hidden_0", "hidden_1"]
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(split.x_train, split.y_train, batch_size=64, epochs=3, verbose=0)

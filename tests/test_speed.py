@@ -17,6 +17,9 @@ import pytest
 
 from keras_vc.benchmark import cli
 from keras_vc.benchmark import speed
+from keras_vc.benchmark import speed_memory
+from keras_vc.benchmark import speed_runner
+from keras_vc.benchmark import speed_variants
 
 B, D, K = 16, 8, 1000
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _two_matmuls(backbone, num_classes, seed):
     hidden = keras.layers.Dense(backbone.features.shape[-1], name="extra")(backbone.features)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(hidden)
-    return speed.Built(keras.Model(backbone.inputs, logits),
+    return speed_variants.Built(keras.Model(backbone.inputs, logits),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
@@ -35,12 +38,12 @@ def _shuffle_batch(x, y, seed_generator):
 
 
 def _with_transform(backbone, num_classes, seed):
-    built = speed.VARIANTS[speed.BASELINE].build(backbone, num_classes, seed)
-    return speed.Built(built.model, built.loss, transform=_shuffle_batch)
+    built = speed_variants.variants()[speed.BASELINE].build(backbone, num_classes, seed)
+    return speed_variants.Built(built.model, built.loss, transform=_shuffle_batch)
 
 
 def _missing(backbone, num_classes, seed):
-    speed.require("keras_vc", "NoSuchHead")
+    speed_variants.require("keras_vc", "NoSuchHead")
 
 
 def _broken(backbone, num_classes, seed):
@@ -49,23 +52,23 @@ def _broken(backbone, num_classes, seed):
 
 # Head scope only where they compile, to keep the ResNet compilations (slow on a CPU) to one.
 STAND_INS = (
-    speed.Variant("standin_two_matmuls", "Stand-in: Dense + Dense", _two_matmuls,
+    speed_variants.Variant("standin_two_matmuls", "Stand-in: Dense + Dense", _two_matmuls,
                   scopes=("head",)),
-    speed.Variant("standin_transform", "Stand-in: shuffled batch", _with_transform,
+    speed_variants.Variant("standin_transform", "Stand-in: shuffled batch", _with_transform,
                   scopes=("head",)),
-    speed.Variant("standin_missing", "Stand-in: missing", _missing),
-    speed.Variant("standin_broken", "Stand-in: broken", _broken, scopes=("head",)),
-    speed.Variant("standin_model_only", "Stand-in: model only", _missing, scopes=("model",)),
+    speed_variants.Variant("standin_missing", "Stand-in: missing", _missing),
+    speed_variants.Variant("standin_broken", "Stand-in: broken", _broken, scopes=("head",)),
+    speed_variants.Variant("standin_model_only", "Stand-in: model only", _missing, scopes=("model",)),
 )
 
 
 @pytest.fixture(scope="module")
 def stand_ins():
     for variant in STAND_INS:
-        speed.register(variant)
+        speed_variants.register(variant)
     yield [variant.name for variant in STAND_INS]
     for variant in STAND_INS:
-        speed.unregister(variant.name)
+        speed_variants.unregister(variant.name)
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +159,9 @@ def test_step_memory_is_a_reading_or_says_why(quick_report):
 _FRESH_SPEED = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from keras_vc.benchmark import cli, speed
+from keras_vc.benchmark import cli, speed_variants
 import test_speed
-speed.register(test_speed.STAND_INS[0])
+speed_variants.register(test_speed.STAND_INS[0])
 sys.exit(cli.main(["speed", "--quick", "--scopes", "head", "--sizes", sys.argv[2],
                    "--variants", test_speed.STAND_INS[0].name, "--out", sys.argv[3]]))
 """
@@ -167,7 +170,7 @@ sys.exit(cli.main(["speed", "--quick", "--scopes", "head", "--sizes", sys.argv[2
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="the allocator reading is TensorFlow's")
 def test_step_memory_holds_the_logits(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != speed.BFC_VARIABLE}
+    env = {k: v for k, v in os.environ.items() if k != speed_memory.BFC_VARIABLE}
     subprocess.run([sys.executable, "-c", _FRESH_SPEED, str(pathlib.Path(__file__).parent),
                     f"{B}x{D}x{K}", str(tmp_path)], check=True, env=env, cwd=ROOT)
     report = json.loads((tmp_path / "speed.json").read_text())
@@ -233,7 +236,7 @@ def test_cli_usage_errors(capsys):
     assert cli.main(["speed", "--backend", other, "--quick"]) == 2
     assert f"KERAS_BACKEND={other}" in capsys.readouterr().err
     assert cli.main(["speed", "--variants", "nope"]) == 2
-    assert "unknown variant(s) ['nope']" in capsys.readouterr().err
+    assert "unknown variant(s) nope" in capsys.readouterr().err
     assert cli.main(["speed", "--scopes", "everything"]) == 2
     assert "unknown scope(s) ['everything']" in capsys.readouterr().err
     assert cli.main(["speed", "--sizes", "16x8x1"]) == 2
@@ -248,13 +251,13 @@ def test_cli_usage_errors(capsys):
 
 def test_api_errors():
     with pytest.raises(ValueError, match="`variant` must be a speed.Variant"):
-        speed.register("softmax")
+        speed_variants.register("softmax")
     with pytest.raises(ValueError, match="`variant.scopes`"):
-        speed.register(speed.Variant("x", "x", _broken, scopes=("everywhere",)))
+        speed_variants.register(speed_variants.Variant("x", "x", _broken, scopes=("everywhere",)))
     with pytest.raises(ValueError, match="cannot be unregistered"):
-        speed.unregister(speed.BASELINE)
-    with pytest.raises(speed.NotAvailable, match="cannot import keras_vc.nowhere"):
-        speed.require("keras_vc.nowhere", "Thing")
+        speed_variants.unregister(speed.BASELINE)
+    with pytest.raises(speed_variants.NotAvailable, match="cannot import keras_vc.nowhere"):
+        speed_variants.require("keras_vc.nowhere", "Thing")
     with pytest.raises(ValueError, match="`variant_names`: unknown variant"):
         speed.run_speed(["nope"], speed.QUICK)
     with pytest.raises(ValueError, match="`scopes`"):
@@ -280,12 +283,12 @@ def test_a_step_that_reads_no_growth_is_not_a_reading(monkeypatch):
     tf = pytest.importorskip("tensorflow")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the allocator reading is TensorFlow's")
-    backbone = speed.speed_models.feature_input(4)
-    built = speed.VARIANTS[speed.BASELINE].build(backbone, 3, 0)
-    x, y = speed._data("head", {"batch": 2, "features": 4, "classes": 3}, 0)
-    runner = speed._Runner(speed.BASELINE, built, x, y, speed.Settings(warmup_steps=1))
+    backbone = speed_runner.speed_models.feature_input(4)
+    built = speed_variants.variants()[speed.BASELINE].build(backbone, 3, 0)
+    x, y = speed_runner._data("head", {"batch": 2, "features": 4, "classes": 3}, 0)
+    runner = speed_runner._Runner(speed.BASELINE, built, x, y, speed.Settings(warmup_steps=1))
     # The probe passes, then the step's allocations are missed: peak never passes current.
-    monkeypatch.setattr(speed, "_tf_allocator_problem", lambda device: None)
+    monkeypatch.setattr(speed_memory, "tf_allocator_problem", lambda device: None)
     monkeypatch.setattr(tf.config.experimental, "reset_memory_stats", lambda device: None)
     monkeypatch.setattr(tf.config.experimental, "get_memory_info",
                         lambda device: {"current": 4096, "peak": 4096})

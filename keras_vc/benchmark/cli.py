@@ -1,10 +1,14 @@
 """The ``keras-vc`` command.
 
-    keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH]
-                     [--methods softmax,isomax_plus,dismax,vc,snnl,tst,vtst] [--seeds 3]
-                     [--epochs N] [--out reports/] [--workers N] [--low-data 0.1|0.1,0.25|none]
-                     [--robustness-samples N] [--alpha 0.1 [0.05 ...]] [--no-open-set]
+    keras-vc compare [--dataset mnist1d,digits | tfds:NAME | folder:PATH] [--methods NAMES]
+                     [--seeds 3] [--quick] [--epochs N] [--out reports/] [--workers N]
+                     [--low-data 0.1|0.1,0.25|none] [--robustness-samples N]
+                     [--alpha 0.1 [0.05 ...]] [--no-open-set] [--image-size H,W]
                      [--data-dir DIR] [--download]
+    keras-vc speed [--quick] [--variants NAMES] ...
+    keras-vc evaluate MODEL --test DATA [--val DATA] [--ood NAME=DATA] ...
+
+The method and variant names are those of :mod:`keras_vc.benchmark.registry`.
 
 Bad input (an unknown dataset or method, ``--seeds 0``, a folder that cannot be read, a TFDS
 dataset that is not prepared) ends with a one-line message and exit status 2, without a
@@ -64,7 +68,23 @@ def _alpha(text):
     return value
 
 
+def _image_size(text):
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH (or one size for both) in "
+                                         f"pixels, got {text!r}")
+    return size
+
+
 def build_parser():
+    from keras_vc.benchmark import registry
+
     parser = argparse.ArgumentParser(prog="keras-vc", description="keras_vc benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True)
     compare = commands.add_parser(
@@ -79,10 +99,15 @@ def build_parser():
                               "default is both), tfds:NAME (a prepared TensorFlow Datasets "
                               "dataset), folder:PATH (one sub-folder of images per class)")
     compare.add_argument("--methods", type=_csv, default=None,
-                         help="comma-separated methods (default: all registered); the softmax "
-                              "baseline is always included")
-    compare.add_argument("--seeds", type=_positive_int, default=3,
-                         help="number of seeds (0, 1, ..., N-1); default 3")
+                         help="comma-separated methods, from: "
+                              f"{', '.join(registry.compare_methods())} (default: all); the "
+                              "softmax baseline is always included")
+    compare.add_argument("--seeds", type=_positive_int, default=None,
+                         help="number of seeds (0, 1, ..., N-1); default 3 (1 with --quick)")
+    compare.add_argument("--quick", action="store_true",
+                         help="a check of a set-up in about a minute: one seed (unless --seeds "
+                              "is given), the main models only (no open-set, low-data, attack "
+                              "or corruption runs), the cheap post-hoc calibrators only")
     compare.add_argument("--epochs", type=_positive_int, default=None,
                          help="training epochs of every method (default: per dataset, see "
                               "keras_vc.benchmark.compare.DATASET_SETTINGS)")
@@ -101,6 +126,8 @@ def build_parser():
                               "--alpha 0.1 0.05 (default 0.1)")
     compare.add_argument("--no-open-set", action="store_true",
                          help="skip the open-set models (trained on 60%% of the classes)")
+    compare.add_argument("--image-size", type=_image_size, default=None, metavar="H,W",
+                         help="folder: images are resized to this size (default 32,32)")
     compare.add_argument("--data-dir", default=None,
                          help="TensorFlow Datasets data directory (tfds: only)")
     compare.add_argument("--download", action="store_true",
@@ -115,27 +142,25 @@ def build_parser():
 
 def _compare(args, argv):
     from keras_vc.benchmark import compare
-    from keras_vc.benchmark import methods as methods_lib
+    from keras_vc.benchmark import plan as plan_lib
     from keras_vc.benchmark import report as report_lib
+    from keras_vc.benchmark import report_posthoc
     from keras_vc.data import loaders
 
-    methods_lib.discover()
-    if args.methods is not None:
-        unknown = [m for m in args.methods if m not in methods_lib.METHODS]
-        if unknown:
-            raise _UsageError(f"unknown method(s) {', '.join(unknown)}; available: "
-                              f"{', '.join(methods_lib.ordered())}")
     try:
-        methods_lib.ordered(args.methods)
+        plan_lib.ordered_methods(args.methods)
     except ValueError as error:
-        raise _UsageError(str(error))
+        raise _UsageError(str(error).replace("`methods`", "--methods"))
     datasets = args.dataset or list(compare.DEFAULT_DATASETS)
     for spec in datasets:
         try:
             loaders.check_spec(spec)
         except loaders.DatasetError as error:
             raise _UsageError(str(error))
-    plan = compare.Plan()
+    if args.image_size is not None and not any(s.startswith("folder:") for s in datasets):
+        raise _UsageError("--image-size applies to folder: datasets only")
+    plan = plan_lib.QUICK_PLAN if args.quick else plan_lib.Plan()
+    seeds = args.seeds or (1 if args.quick else 3)
     if args.low_data is not None:
         plan = dataclasses.replace(plan, low_data_fractions=args.low_data)
     if args.robustness_samples is not None:
@@ -149,18 +174,18 @@ def _compare(args, argv):
     command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
     workers = args.workers or compare.default_workers()
     report = compare.run_compare(
-        datasets, args.methods, list(range(args.seeds)), out_dir=args.out, workers=workers,
-        plan=plan,
-        epochs=args.epochs, data_dir=args.data_dir, download=args.download, command=command,
-        log=lambda line: print(line, flush=True))
+        datasets, args.methods, list(range(seeds)), out_dir=args.out, workers=workers,
+        plan=plan, epochs=args.epochs, data_dir=args.data_dir, download=args.download,
+        command=command, image_size=args.image_size, log=lambda line: print(line, flush=True))
     for name in report["datasets"]:
         print()
-        print(f"== {name}: calibration (test split, mean ± std over {args.seeds} seed(s)) ==")
+        print(f"== {name}: calibration (test split, mean ± std over {seeds} seed(s)) ==")
         print(report_lib.calibration_table(report, name))
         print()
         print(f"== {name}: OOD detection, AUROC ==")
         print(report_lib.ood_table(report, name))
-        paired = report_lib.paired_table(report, name)
+        paired = report_lib.paired_table(report, name,
+                                         report_posthoc.paired_columns(report))
         if paired:
             print()
             print(f"== {name}: paired difference vs softmax (seeds where the sign held) ==")
@@ -193,9 +218,18 @@ def _positive_ints(text):
 
 
 def _add_speed_parser(commands):
+    from keras_vc.benchmark import registry
+
     speed = commands.add_parser(
         "speed", help="time and memory of a training step of every head against a Dense + "
-                      "softmax head (head alone and on a small ResNet)")
+                      "softmax head (head alone and on a small ResNet)",
+        description="Time and memory of one training step of every head variant against the "
+                    "Dense + softmax baseline, on the same backbone and batch, with XLA: the "
+                    "head alone on a feature vector (a grid of batch, feature and class sizes) "
+                    "and on a small ResNet on 32x32x3 inputs. Variants take turns in "
+                    "interleaved repeats; cells are the median ratio to the baseline with its "
+                    "interquartile range. Writes speed.json and speed.md to --out; --quick "
+                    "runs every variant at tiny sizes to check that everything works.")
     speed.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
                        help="the backend you expect; Keras reads KERAS_BACKEND when it is "
                             "imported, so this only checks that they match")
@@ -207,8 +241,9 @@ def _add_speed_parser(commands):
     speed.add_argument("--scopes", type=_csv, default=None,
                        help="head, model or head,model (default)")
     speed.add_argument("--variants", type=_csv, default=None,
-                       help="comma-separated variants (default: all); the Dense + softmax "
-                            "baseline is always measured")
+                       help="comma-separated variants, from: "
+                            f"{', '.join(registry.speed_variants())} (default: all); the "
+                            "Dense + softmax baseline is always measured")
     speed.add_argument("--repeats", type=_positive_int, default=None,
                        help="interleaved timed repeats per configuration (default: 7)")
     speed.add_argument("--quick", action="store_true",
@@ -243,6 +278,7 @@ def _speed(args):
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "1")
     import keras
 
+    from keras_vc.benchmark import registry
     from keras_vc.benchmark import speed
 
     backend = keras.backend.backend()
@@ -266,9 +302,10 @@ def _speed(args):
     unknown = [scope for scope in scopes if scope not in speed.SCOPES]
     if unknown:
         raise _UsageError(f"unknown scope(s) {unknown}; expected {list(speed.SCOPES)}")
-    unknown = [name for name in args.variants or [] if name not in speed.VARIANTS]
-    if unknown:
-        raise _UsageError(f"unknown variant(s) {unknown}; expected {sorted(speed.VARIANTS)}")
+    message = registry.unknown_names(args.variants or [], list(registry.speed_variants()),
+                                     "variant")
+    if message:
+        raise _UsageError(f"--variants: {message}")
     try:
         speed.validate_settings(settings)
     except ValueError as error:

@@ -14,10 +14,12 @@ import numpy as np
 from keras_vc import calibration
 from keras_vc import metrics
 from keras_vc import scores as scores_lib
+from keras_vc.evaluation import figures as evaluation_figures
 from keras_vc.robustness import attacks
 
-NUM_BINS = 15
+NUM_BINS = evaluation_figures.NUM_BINS
 CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
+SELECTIVE_KEYS = ("classwise_ece", "aurc", "augrc")
 TEMPERATURE_OBJECTIVE = calibration.temperature.DEFAULT_OBJECTIVE
 PREDICT_BATCH = 2048
 
@@ -94,13 +96,7 @@ def check_finite(logits, what):
 
 def calibration_report(labels, probs):
     """Accuracy, ECE, MCE (15 equal-width bins), NLL and Brier score of probabilities."""
-    return {
-        "accuracy": metrics.accuracy(labels, probs),
-        "ece": metrics.expected_calibration_error(labels, probs, NUM_BINS),
-        "mce": metrics.expected_calibration_error(labels, probs, NUM_BINS, norm="max"),
-        "nll": metrics.negative_log_likelihood(labels, probs),
-        "brier": metrics.brier_score(labels, probs),
-    }
+    return evaluation_figures.calibration_figures(labels, probs, CALIBRATION_KEYS)
 
 
 def fit_temperature(val_logits, y_val):
@@ -138,9 +134,7 @@ CALIBRATORS = {
 def selective_figures(labels, probs):
     """Classwise ECE (Kull et al. 2019), AURC (Geifman et al. 2019) and AUGRC (Traub et al.
     2024) of probabilities, the confidence being the largest probability."""
-    return {"classwise_ece": metrics.classwise_calibration_error(labels, probs, NUM_BINS),
-            "aurc": metrics.aurc(labels, probs),
-            "augrc": metrics.augrc(labels, probs)}
+    return evaluation_figures.calibration_figures(labels, probs, SELECTIVE_KEYS)
 
 
 def calibrator_figures(val_logits, y_val, test_logits, y_test, names=tuple(CALIBRATORS)):
@@ -156,22 +150,18 @@ def calibrator_figures(val_logits, y_val, test_logits, y_test, names=tuple(CALIB
     figures = {}
     for name in names:
         probs = CALIBRATORS[name]().fit(val_logits, y_val).predict_proba(test_logits)
-        figures[name] = {
-            "accuracy": metrics.accuracy(y_test, probs),
-            "ece": metrics.expected_calibration_error(y_test, probs, NUM_BINS),
-            "classwise_ece": metrics.classwise_calibration_error(y_test, probs, NUM_BINS)}
+        figures[name] = evaluation_figures.calibration_figures(
+            y_test, probs, ("accuracy", "ece", "classwise_ece"))
     return figures
 
 
 def accuracy_and_ece(labels, logits, temperature):
     """Accuracy, ECE at temperature 1 and ECE after temperature scaling (the shift figures)."""
-    probs = calibration.softmax(logits)
-    return {
-        "accuracy": metrics.accuracy(labels, probs),
-        "ece": metrics.expected_calibration_error(labels, probs, NUM_BINS),
-        "ece_ts": metrics.expected_calibration_error(
-            labels, calibration.softmax(logits, temperature), NUM_BINS),
-    }
+    figures = evaluation_figures.calibration_figures(
+        labels, calibration.softmax(logits), ("accuracy", "ece"))
+    figures["ece_ts"] = evaluation_figures.CALIBRATION_METRICS["ece"](
+        labels, calibration.softmax(logits, temperature))
+    return figures
 
 
 def score_functions(model, method):

@@ -218,13 +218,15 @@ def load_folder(path, image_size=(32, 32), color_mode="rgb"):
     return Dataset(f"folder:{name}", x, y, len(class_dirs), (0.0, 1.0), description)
 
 
-def load_dataset(spec, data_dir=None, download=False):
+def load_dataset(spec, data_dir=None, download=False, image_size=None):
     """Resolves a ``--dataset`` argument to a :class:`~keras_vc.data.Dataset`.
 
     Args:
         spec: ``digits``, ``mnist1d``, ``tfds:NAME`` or ``folder:PATH``.
         data_dir: TFDS data directory (``tfds:`` only).
         download: allow TFDS to download an unprepared dataset (``tfds:`` only).
+        image_size: ``(height, width)`` the images are resized to (``folder:`` only; default
+            that of :func:`load_folder`).
 
     Returns:
         A :class:`~keras_vc.data.Dataset`.
@@ -241,7 +243,9 @@ def load_dataset(spec, data_dir=None, download=False):
         return OFFLINE_DATASETS[spec]()
     if spec.startswith("tfds:"):
         return load_tfds(spec[len("tfds:"):], data_dir=data_dir, download=download)
-    return load_folder(spec[len("folder:"):])
+    if image_size is None:
+        return load_folder(spec[len("folder:"):])
+    return load_folder(spec[len("folder:"):], image_size=image_size)
 
 
 def check_spec(spec):

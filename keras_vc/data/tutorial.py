@@ -28,6 +28,7 @@ import numpy as np
 
 from keras_vc import _backend
 from keras_vc import _validation
+from keras_vc.data.offline import Split
 
 OFFLINE_ENV = "KERAS_VC_OFFLINE"
 """Environment variable; ``1`` (or ``true``, ``yes``) forces the bundled offline data."""
@@ -48,46 +49,34 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 @dataclasses.dataclass(repr=False)
-class TutorialData:
-    """In-distribution splits, an OOD set, and where they came from.
+class TutorialData(Split):
+    """In-distribution splits (a :class:`~keras_vc.data.Split`), an OOD set, and where they came
+    from.
 
     Attributes:
         name: the in-distribution dataset (``"fashion_mnist"``, ``"cifar10"``, ``"digits"``).
+        x_train, y_train, x_val, y_val, x_test, y_test: float32 images ``(n, H, W, C)`` in
+            [0, 1] and int64 labels in ``[0, num_classes)`` (as in every ``Split``).
+        num_classes: K.
+        value_range: ``(0.0, 1.0)``.
         ood_name: the OOD set (``"mnist"``, ``"cifar100"``, ``"photo_patches"``).
         source: one human-readable line naming both, for display in a notebook.
         offline: True when the bundled offline data is used.
         fallback_reason: why the offline data replaced the requested TFDS data, or None.
-        x_train, y_train, x_val, y_val, x_test, y_test: float32 images ``(n, H, W, C)`` in
-            [0, 1] and int64 labels in ``[0, num_classes)``.
         x_ood: float32 OOD images of the same shape and range.
-        num_classes: K.
         class_names: the K class names.
     """
 
-    name: str
-    ood_name: str
-    source: str
-    offline: bool
-    fallback_reason: Optional[str]
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_ood: np.ndarray
-    num_classes: int
-    class_names: tuple
-
-    @property
-    def input_shape(self):
-        """Shape of one input, ``(H, W, C)``."""
-        return tuple(self.x_train.shape[1:])
+    ood_name: str = ""
+    source: str = ""
+    offline: bool = False
+    fallback_reason: Optional[str] = None
+    x_ood: Optional[np.ndarray] = None
+    class_names: tuple = ()
 
     def sizes(self):
         """Number of samples in each part."""
-        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test),
-                "ood": len(self.x_ood)}
+        return dict(super().sizes(), ood=len(self.x_ood))
 
     def __repr__(self):
         sizes = ", ".join(f"{key} {value}" for key, value in self.sizes().items())
@@ -334,8 +323,9 @@ def _tfds_data(tfds, builder, ood_builder, name, ood_name, validation_fraction, 
     source = (f"TensorFlow Datasets: {builder.info.full_name} in-distribution "
               f"({num_classes} classes, images {x_train.shape[1:]}), "
               f"{ood_builder.info.full_name} test images as out-of-distribution")
-    return TutorialData(name, ood_name, source, False, None, x_train, y_train, x_val, y_val,
-                        x_test, y_test, x_ood, num_classes, class_names)
+    return TutorialData(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes,
+                        (0.0, 1.0), ood_name=ood_name, source=source, offline=False,
+                        fallback_reason=None, x_ood=x_ood, class_names=class_names)
 
 
 def _offline_data(reason, seed, max_train, max_eval):
@@ -353,6 +343,7 @@ def _offline_data(reason, seed, max_train, max_eval):
               "photographs as out-of-distribution")
     if reason is not None:
         source = f"OFFLINE FALLBACK ({reason}): {source}"
-    return TutorialData(OFFLINE_DATASET, OFFLINE_OOD, source, True, reason, x_train, y_train,
-                        x_val, y_val, x_test, y_test, x_ood, int(split.num_classes),
-                        tuple(str(k) for k in range(int(split.num_classes))))
+    return TutorialData(OFFLINE_DATASET, x_train, y_train, x_val, y_val, x_test, y_test,
+                        int(split.num_classes), (0.0, 1.0), ood_name=OFFLINE_OOD, source=source,
+                        offline=True, fallback_reason=reason, x_ood=x_ood,
+                        class_names=tuple(str(k) for k in range(int(split.num_classes))))

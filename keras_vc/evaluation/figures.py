@@ -54,16 +54,55 @@ def logits_of(outputs):
     return _labels.as_logits(np.asarray(outputs, dtype=np.float64))
 
 
-def calibration_figures(labels, probs):
-    """Accuracy, NLL, Brier, ECE, classwise ECE and AURC of (n, K) probabilities."""
-    return {
-        "accuracy": metrics.accuracy(labels, probs),
-        "nll": metrics.negative_log_likelihood(labels, probs),
-        "brier": metrics.brier_score(labels, probs),
-        "ece": metrics.expected_calibration_error(labels, probs, num_bins=NUM_BINS),
-        "classwise_ece": metrics.classwise_calibration_error(labels, probs, num_bins=NUM_BINS),
-        "aurc": metrics.aurc(labels, probs),
-    }
+def _ece(labels, probs):
+    return metrics.expected_calibration_error(labels, probs, num_bins=NUM_BINS)
+
+
+def _mce(labels, probs):
+    return metrics.expected_calibration_error(labels, probs, num_bins=NUM_BINS, norm="max")
+
+
+def _classwise_ece(labels, probs):
+    return metrics.classwise_calibration_error(labels, probs, num_bins=NUM_BINS)
+
+
+# The one home of the calibration and selective figures of probabilities (``evaluate`` and
+# ``keras-vc compare`` both read them here): accuracy, 15-bin top-label ECE and MCE, NLL, Brier,
+# classwise ECE (Kull et al. 2019), AURC (Geifman et al. 2019) and AUGRC (Traub et al. 2024), the
+# last two with the largest probability as the confidence.
+CALIBRATION_METRICS = {
+    "accuracy": metrics.accuracy,
+    "ece": _ece,
+    "mce": _mce,
+    "nll": metrics.negative_log_likelihood,
+    "brier": metrics.brier_score,
+    "classwise_ece": _classwise_ece,
+    "aurc": metrics.aurc,
+    "augrc": metrics.augrc,
+}
+EVALUATE_CALIBRATION_KEYS = ("accuracy", "nll", "brier", "ece", "classwise_ece", "aurc")
+
+
+def calibration_figures(labels, probs, keys=EVALUATE_CALIBRATION_KEYS):
+    """Calibration figures of (n, K) probabilities, in the order of ``keys``.
+
+    Args:
+        labels: (n,) integer labels.
+        probs: (n, K) probabilities.
+        keys: names from :data:`CALIBRATION_METRICS` (default: those of ``evaluate``'s report:
+            accuracy, NLL, Brier, ECE, classwise ECE and AURC).
+
+    Returns:
+        ``{key: float}``.
+
+    Raises:
+        ValueError: an unknown key.
+    """
+    unknown = [key for key in keys if key not in CALIBRATION_METRICS]
+    if unknown:
+        raise ValueError(f"`keys`: unknown figure(s) {unknown}; expected names from "
+                         f"{list(CALIBRATION_METRICS)}.")
+    return {key: CALIBRATION_METRICS[key](labels, probs) for key in keys}
 
 
 def temperature_figures(val_logits, val_labels, test_logits, test_labels):
