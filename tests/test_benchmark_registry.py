@@ -76,7 +76,7 @@ def test_quick_plan_trains_the_main_models_only():
         plan_lib.Plan(robustness=1)
 
 
-def test_quick_flag_runs_one_seed_of_the_quick_plan(monkeypatch, tmp_path):
+def test_quick_flag_runs_one_seed_of_the_quick_plan_for_few_epochs(monkeypatch, tmp_path):
     from keras_vc.benchmark import compare
 
     calls = []
@@ -86,10 +86,13 @@ def test_quick_flag_runs_one_seed_of_the_quick_plan(monkeypatch, tmp_path):
         raise KeyboardInterrupt  # stop before printing tables
 
     monkeypatch.setattr(compare, "run_compare", fake_run_compare)
-    for argv, seeds in ((["--quick"], [0]), (["--quick", "--seeds", "2"], [0, 1]), ([], [0, 1, 2])):
+    cases = ((["--quick"], [0], plan_lib.QUICK_EPOCHS), (["--quick", "--seeds", "2"], [0, 1],
+             plan_lib.QUICK_EPOCHS), (["--quick", "--epochs", "7"], [0], 7), ([], [0, 1, 2], None))
+    for argv, seeds, epochs in cases:
         assert cli.main(["compare", *argv, "--out", str(tmp_path)]) == 130
         datasets, methods, called_seeds, kwargs = calls[-1]
         assert called_seeds == seeds and methods is None
+        assert kwargs["epochs"] == epochs
         assert datasets == list(plan_lib.DEFAULT_DATASETS)
         assert (kwargs["plan"] == plan_lib.QUICK_PLAN) == ("--quick" in argv)
 

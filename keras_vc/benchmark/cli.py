@@ -83,6 +83,7 @@ def _image_size(text):
 
 
 def build_parser():
+    from keras_vc.benchmark import plan as plan_lib
     from keras_vc.benchmark import registry
 
     parser = argparse.ArgumentParser(prog="keras-vc", description="keras_vc benchmarks.")
@@ -105,9 +106,10 @@ def build_parser():
     compare.add_argument("--seeds", type=_positive_int, default=None,
                          help="number of seeds (0, 1, ..., N-1); default 3 (1 with --quick)")
     compare.add_argument("--quick", action="store_true",
-                         help="a check of a set-up in about a minute: one seed (unless --seeds "
-                              "is given), the main models only (no open-set, low-data, attack "
-                              "or corruption runs), the cheap post-hoc calibrators only")
+                         help=f"a check of a set-up in about a minute: one seed (unless --seeds "
+                              "is given), {plan_lib.QUICK_EPOCHS} epochs (unless --epochs is given), "
+                              "the main models only (no open-set, low-data, attack or "
+                              "corruption runs), the cheap post-hoc calibrators only")
     compare.add_argument("--epochs", type=_positive_int, default=None,
                          help="training epochs of every method (default: per dataset, see "
                               "keras_vc.benchmark.compare.DATASET_SETTINGS)")
@@ -175,7 +177,8 @@ def _compare(args, argv):
     workers = args.workers or compare.default_workers()
     report = compare.run_compare(
         datasets, args.methods, list(range(seeds)), out_dir=args.out, workers=workers,
-        plan=plan, epochs=args.epochs, data_dir=args.data_dir, download=args.download,
+        plan=plan, epochs=args.epochs or (plan_lib.QUICK_EPOCHS if args.quick else None),
+        data_dir=args.data_dir, download=args.download,
         command=command, image_size=args.image_size, log=lambda line: print(line, flush=True))
     for name in report["datasets"]:
         print()
