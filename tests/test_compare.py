@@ -327,8 +327,10 @@ def test_flatten_and_plan_validation():
                    dict(calibrators=("platt",))):
         with pytest.raises(ValueError):
             compare.Plan(**kwargs)
-    assert compare.Plan().configs(10) == ["full", "open_set", "low_data_0.1"]
-    assert compare.Plan().configs(2) == ["full", "low_data_0.1"]
+    assert compare.Plan().configs(10) == ["full", "open_set"]
+    assert compare.Plan().configs(2) == ["full"]
+    assert compare.Plan(low_data_fractions=(0.1,)).configs(10) == ["full", "open_set",
+                                                                    "low_data_0.1"]
 
 
 def test_run_compare_rejects_bad_arguments(tmp_path):

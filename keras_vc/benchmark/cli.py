@@ -119,10 +119,10 @@ def build_parser():
                               "CPU core, at most 8)")
     compare.add_argument("--low-data", type=_fractions, default=None, metavar="FRACTIONS",
                          help="training fractions of the low-data models, e.g. 0.1,0.25 "
-                              "(default 0.1), or 'none'")
+                              "(default: none)")
     compare.add_argument("--robustness-samples", type=_positive_int, default=None, metavar="N",
                          help="test samples (a fixed stratified subset) on which attacks and "
-                              "corruptions are evaluated (default 500)")
+                              "corruptions are evaluated (default 300)")
     compare.add_argument("--alpha", type=_alpha, nargs="+", default=None, metavar="ALPHA",
                          help="miscoverage levels of the conformal prediction sets, e.g. "
                               "--alpha 0.1 0.05 (default 0.1)")
