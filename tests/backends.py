@@ -45,7 +45,8 @@ def gradients(fn, *arrays):
         *arrays: NumPy arrays, the points of differentiation.
 
     Returns:
-        ``(value, [gradient, ...])``: ``fn``'s value and one gradient per array, as NumPy.
+        ``(value, [gradient, ...])``: ``fn``'s value and one gradient per array, as NumPy
+        (zeros where ``fn`` does not depend on the array).
     """
     arrays = [np.asarray(a) for a in arrays]
     if BACKEND == "tensorflow":
@@ -67,8 +68,10 @@ def gradients(fn, *arrays):
         grads = torch.autograd.grad(value, tensors)
     else:
         raise ValueError(f"no gradient helper for the {BACKEND!r} backend")
+    # TensorFlow says None where the function does not depend on an input: a zero gradient.
     return (keras.ops.convert_to_numpy(value),
-            [keras.ops.convert_to_numpy(g) for g in grads])
+            [np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
+             for a, g in zip(arrays, grads)])
 
 
 def tensorflow_feature(call, *args, **kwargs):
@@ -87,13 +90,24 @@ def tensorflow_feature(call, *args, **kwargs):
     return None
 
 
-def compiled(fn):
+def compiled(fn=None, *, float32_shapes=None):
     """``fn`` traced the backend's way: ``tf.function`` on TensorFlow, ``jax.jit`` on JAX, as is
-    on PyTorch (eager: values stay concrete, so eager-only checks run there)."""
+    on PyTorch (eager: values stay concrete, so eager-only checks run there).
+
+    Args:
+        fn: the function; without it, returns a decorator.
+        float32_shapes: optional list of shapes (``None`` for an unknown size): on TensorFlow
+            the ``input_signature`` of float32 ``TensorSpec``s, so that one trace serves every
+            batch size as in an exported model.
+    """
+    if fn is None:
+        return lambda function: compiled(function, float32_shapes=float32_shapes)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn)
+        signature = None if float32_shapes is None else [
+            tf.TensorSpec(shape, tf.float32) for shape in float32_shapes]
+        return tf.function(fn, input_signature=signature)
     if BACKEND == "jax":
         import jax
 
