@@ -180,6 +180,7 @@ def test_logits_that_already_carry_a_scale_refuse_a_second_one():
     assert np.isfinite(float(EntropicCrossEntropy(entropic_scale=10.0)(labels, logits)))
 
 
+@pytest.mark.tensorflow_only("the scale travels as a tensor attribute; JAX arrays take none")
 @pytest.mark.parametrize("run_eagerly", [True, False])
 def test_distance_logits_with_a_second_entropic_scale_is_refused_in_fit(run_eagerly):
     import keras_vc
