@@ -65,7 +65,8 @@ def gradients(fn, *arrays):
 
         tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
         value = fn(*tensors)
-        grads = torch.autograd.grad(value, tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        value = value.detach()
     else:
         raise ValueError(f"no gradient helper for the {BACKEND!r} backend")
     # TensorFlow says None where the function does not depend on an input: a zero gradient.

@@ -166,7 +166,8 @@ def test_l2_normalize_tiny_zero_and_huge_norms():
     of 1e-13 used to give a vector of norm 0.1, a norm of 1e25 the zero vector)."""
     x, directions = rows_of_norms(NORMS)
     weights = np.random.default_rng(6).normal(size=x.shape).astype(np.float32)
-    _, (gradient,) = gradients(lambda v: keras.ops.sum(distances.l2_normalize(v) * weights), x)
+    _, (gradient,) = gradients(lambda v: keras.ops.sum(
+        distances.l2_normalize(v) * keras.ops.convert_to_tensor(weights)), x)
     unit = _np(distances.l2_normalize(x))
     tiny = np.asarray(NORMS) < distances.NORM_EPSILON
     assert np.all(unit[tiny] == 0.0) and np.all(gradient[tiny] == 0.0)
@@ -221,7 +222,8 @@ def test_pairwise_squared_euclidean_at_a_large_common_offset(offset):
         assert relative(actual, expected) < 1e-6
     weights = rng.normal(size=(20, 12))
     _, (gradient,) = gradients(
-        lambda v: keras.ops.sum(distances.pairwise_squared_euclidean(v, b) * weights), a)
+        lambda v: keras.ops.sum(
+            distances.pairwise_squared_euclidean(v, b) * keras.ops.cast(weights, "float32")), a)
     difference = a[:, None].astype(np.float64) - b[None]
     expected = 2.0 * (weights[..., None] * difference).sum(axis=1)
     assert relative(gradient, expected) < 1e-5

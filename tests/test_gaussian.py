@@ -137,7 +137,7 @@ def test_sample_statistics_gradients_and_shapes():
     z = _np(gaussian.sample(mean, log_variance, 7))
     eps = (z - mean) / np.exp(0.5 * log_variance)
     value, (grad_m, grad_lv) = gradients(
-        lambda m, lv: keras.ops.sum(gaussian.sample(m, lv, 7) * weights), mean, log_variance)
+        lambda m, lv: keras.ops.sum(gaussian.sample(m, lv, 7) * keras.ops.convert_to_tensor(weights)), mean, log_variance)
     np.testing.assert_allclose(value, np.sum(z * weights), rtol=1e-5)
     np.testing.assert_allclose(grad_m, weights)
     np.testing.assert_allclose(grad_lv, weights * 0.5 * eps * np.exp(0.5 * log_variance),
