@@ -17,6 +17,8 @@ from keras_vc.benchmark import methods as methods_lib
 from keras_vc.benchmark import posthoc
 from keras_vc.benchmark import report as report_lib
 
+pytestmark = pytest.mark.tensorflow_only("keras-vc compare trains through tf.data")
+
 # One epoch, and one step per call: at one epoch tracing dominates, and 16 steps per call (the
 # default) trace a bigger function. The command-line test runs the default protocol.
 TINY_PROTOCOL = methods_lib.Protocol(epochs=1, steps_per_execution=1)
