@@ -4,22 +4,50 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.keras_vc_installed
+TORCH_STAMP := $(VENV)/.keras_vc_torch_installed
+# constraints.txt pins PyTorch's CPU-only wheel (torch==2.13.0+cpu), which lives on this index.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test install clean
+# The backend-neutral core that `make test` runs again on JAX (the layer contract and each
+# method's NumPy-checked math); tests marked `slow` run on TensorFlow only.
+CORE_TESTS := tests/test_backends.py tests/test_layer_contract.py tests/test_head_protocol.py \
+	tests/test_distances.py tests/test_gaussian.py tests/test_distance_logits.py \
+	tests/test_entropic_cross_entropy.py tests/test_variational_softmax.py \
+	tests/test_soft_nearest_neighbor.py tests/test_entanglement.py tests/test_metrics.py \
+	tests/test_selective_metrics.py tests/test_scores.py tests/test_calibration.py \
+	tests/test_calibrators.py tests/test_conformal.py tests/test_dknn.py \
+	tests/test_detectors_errors.py
+
+.PHONY: demo test test-tensorflow test-jax test-torch install clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,jax]"
 	touch $(STAMP)
+
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --extra-index-url $(TORCH_INDEX) -c constraints.txt \
+		-e ".[test,torch]"
+	touch $(TORCH_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/keras-vc compare --out reports
+	KERAS_BACKEND=tensorflow $(BIN)/keras-vc compare --out reports
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+# The backend is fixed when Keras is imported: one pytest process per backend.
+test: test-tensorflow test-jax
+
+test-tensorflow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(CORE_TESTS)
+
+# Not part of `make test` (PyTorch adds ~0.9 GB to the environment); see the README.
+test-torch: $(TORCH_STAMP)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not slow" $(CORE_TESTS)
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info

@@ -2,27 +2,28 @@
 
 Submodules: ``layers``, ``losses``, ``metrics``, ``scores``, ``calibration``, ``data``,
 ``export``.
+
+keras_vc never chooses the Keras backend: Keras takes it from ``KERAS_BACKEND`` or
+``~/.keras/keras.json`` (TensorFlow when neither says otherwise). The core (layers, losses,
+metrics, scores, calibration, models, detectors, conformal) runs on every backend; SavedModel
+export, the TFDS loaders and ``keras-vc compare`` need TensorFlow.
 """
-
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-from keras_vc import augment  # noqa: E402
-from keras_vc import calibration  # noqa: E402
-from keras_vc import callbacks  # noqa: E402
-from keras_vc import conformal  # noqa: E402
-from keras_vc import data  # noqa: E402
-from keras_vc import detectors  # noqa: E402
-from keras_vc import dknn  # noqa: E402
-from keras_vc import export  # noqa: E402
-from keras_vc import layers  # noqa: E402
-from keras_vc import losses  # noqa: E402
-from keras_vc import metrics  # noqa: E402
-from keras_vc import models  # noqa: E402
-from keras_vc import robustness  # noqa: E402
-from keras_vc import scores  # noqa: E402
-from keras_vc import two_stage  # noqa: E402
-from keras_vc.evaluation import evaluate  # noqa: E402
+from keras_vc import augment
+from keras_vc import calibration
+from keras_vc import callbacks
+from keras_vc import conformal
+from keras_vc import data
+from keras_vc import detectors
+from keras_vc import dknn
+from keras_vc import export
+from keras_vc import layers
+from keras_vc import losses
+from keras_vc import metrics
+from keras_vc import models
+from keras_vc import robustness
+from keras_vc import scores
+from keras_vc import two_stage
+from keras_vc.evaluation import evaluate

@@ -1,9 +1,11 @@
 """Calibrators against scikit-learn or NumPy written here, their keras.ops export path,
 save / load and bad input."""
 
+import keras
 import numpy as np
 import pytest
 
+from backends import compiled
 from keras_vc import calibration
 
 K = 4
@@ -176,17 +178,12 @@ def test_calibration_improves_held_out_nll(cls, data, fitted_all):
 
 @pytest.mark.parametrize("cls", ALL)
 def test_keras_ops_path_matches_numpy_inside_a_traced_function(cls, data, fitted_all):
-    import tensorflow as tf
-
     logits, labels, test_logits, _ = data
     fitted = fitted_all[cls]
     assert fitted.exportable and fitted.export_note
-
-    @tf.function(input_signature=[tf.TensorSpec([None, K], tf.float32)])
-    def serve(z):
-        return fitted.predict_proba_ops(z)
-
-    probs = serve(test_logits.astype(np.float32)).numpy()
+    # tf.function with an unknown batch size, jax.jit, or eager on PyTorch.
+    serve = compiled(fitted.predict_proba_ops, float32_shapes=[[None, K]])
+    probs = keras.ops.convert_to_numpy(serve(test_logits.astype(np.float32)))
     np.testing.assert_allclose(probs, fitted.predict_proba(test_logits), atol=2e-5)
     if fitted.outputs_logits:
         calibrated = fitted.transform(test_logits)

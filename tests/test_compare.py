@@ -21,6 +21,8 @@ from keras_vc.benchmark import report as report_lib
 from keras_vc.benchmark import statistics
 from keras_vc.benchmark import trainers
 
+pytestmark = pytest.mark.tensorflow_only("keras-vc compare trains through tf.data")
+
 # One epoch, and one step per call: at one epoch tracing dominates, and 16 steps per call (the
 # default) trace a bigger function. The command-line test runs the default protocol.
 TINY_PROTOCOL = trainers.Protocol(epochs=1, steps_per_execution=1)

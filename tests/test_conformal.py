@@ -5,10 +5,12 @@ import math
 import warnings
 from fractions import Fraction
 
+import keras
 import numpy as np
 import pytest
 from scipy import stats
 
+from backends import compiled
 import keras_vc
 from keras_vc import calibration
 from keras_vc import conformal
@@ -138,19 +140,17 @@ def test_randomised_sets_are_reproducible_and_depend_on_the_seed():
 
 @pytest.mark.parametrize("score,randomized", CONFIGS)
 def test_keras_ops_mask_matches_numpy_inside_a_traced_function(score, randomized):
-    import tensorflow as tf
-
     probs, labels = _pool(500, seed=7)
     cp = conformal.SplitConformal(score, randomized=randomized, k_reg=2, lam=0.05).fit(
         probs[:250], labels[:250])
     uniform = np.random.default_rng(8).random(250)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, K], tf.float32),
-                                  tf.TensorSpec([None], tf.float32)])
+    @compiled(float32_shapes=[[None, K], [None]])  # tf.function, jax.jit, or eager (torch)
     def serve(p, u):
         return cp.predict_mask_ops(p, u if cp.uses_uniform else None)
 
-    mask = serve(probs[250:].astype(np.float32), uniform.astype(np.float32)).numpy()
+    mask = keras.ops.convert_to_numpy(
+        serve(probs[250:].astype(np.float32), uniform.astype(np.float32)))
     np.testing.assert_array_equal(mask, cp.predict(probs[250:], uniform=uniform))
 
 

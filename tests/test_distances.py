@@ -2,10 +2,15 @@
 large common offsets."""
 
 import numpy as np
+import keras
 import pytest
-import tensorflow as tf
 
+from backends import BACKEND
+from backends import gradients
+from backends import tensorflow_only
 from keras_vc.ops import distances
+
+_np = keras.ops.convert_to_numpy
 
 NORMS = [0.0, 1e-20, 1e-13, 1e-11, 1e-6, 1.0, 1e25]
 
@@ -48,6 +53,8 @@ def near_prototypes(distance, num_rows=16, num_classes=10, width=32, seed=0):
 
 
 def tensors_and_gradients(function, features, prototypes, weights):
+    import tensorflow as tf
+
     features, prototypes = tf.convert_to_tensor(features), tf.convert_to_tensor(prototypes)
     with tf.GradientTape() as tape:
         tape.watch([features, prototypes])
@@ -58,7 +65,13 @@ def tensors_and_gradients(function, features, prototypes, weights):
 
 
 def value_and_gradients(function, features, prototypes, weights):
-    return tuple(t.numpy() for t in tensors_and_gradients(function, features, prototypes, weights))
+    """``function``'s value and the gradients of ``sum(weights * value)``, with the backend's
+    autodiff."""
+    value = _np(function(features, prototypes))
+    _, (grad_f, grad_p) = gradients(
+        lambda f, p: keras.ops.sum(function(f, p) * keras.ops.cast(weights, value.dtype)),
+        features, prototypes)
+    return value, grad_f, grad_p
 
 
 def relative(actual, expected):
@@ -86,8 +99,11 @@ def test_prototype_distances_are_exact_near_a_prototype(distance):
     assert relative(actual_p, grad_p) < tolerance
 
 
+@tensorflow_only("tf.function(jit_compile=True) around a GradientTape")
 @pytest.mark.parametrize("distance", [1e-3, 1e-4])
 def test_prototype_distances_under_xla(distance):
+    import tensorflow as tf
+
     features, prototypes, classes = near_prototypes(distance, seed=2)
     weights = np.random.default_rng(3).normal(size=(len(features), len(prototypes)))
     expected = reference_prototype_distances(features, prototypes, weights)
@@ -102,17 +118,21 @@ def test_prototype_distances_under_xla(distance):
     assert relative(actual[2], expected[2]) < tolerance
 
 
+@pytest.mark.skipif(BACKEND == "jax", reason="JAX computes in float32 unless jax_enable_x64")
 def test_prototype_distances_in_float64():
     features, prototypes, _ = near_prototypes(1e-4, seed=2)
     weights = np.ones((len(features), len(prototypes)))
-    value = distances.prototype_distances(features.astype(np.float64),
-                                          prototypes.astype(np.float64)).numpy()
+    value = _np(distances.prototype_distances(features.astype(np.float64),
+                                              prototypes.astype(np.float64)))
     assert value.dtype == np.float64
     np.testing.assert_allclose(
         value, reference_prototype_distances(features, prototypes, weights)[0], rtol=1e-10)
 
 
+@tensorflow_only("inspects a tf.function graph")
 def test_prototype_distances_build_no_rank_3_tensor():
+    import tensorflow as tf
+
     @tf.function
     def step(features, prototypes):
         with tf.GradientTape() as tape:
@@ -129,8 +149,8 @@ def test_prototype_distances_build_no_rank_3_tensor():
 
 def test_prototype_distances_of_rank_3_features():
     features, prototypes, _ = near_prototypes(1e-2, num_rows=8, seed=4)
-    flat = distances.prototype_distances(features, prototypes).numpy()
-    stacked = distances.prototype_distances(features.reshape(2, 4, -1), prototypes).numpy()
+    flat = _np(distances.prototype_distances(features, prototypes))
+    stacked = _np(distances.prototype_distances(features.reshape(2, 4, -1), prototypes))
     assert stacked.shape == (2, 4, len(prototypes))
     np.testing.assert_array_equal(stacked.reshape(8, -1), flat)
 
@@ -146,13 +166,10 @@ def test_l2_normalize_tiny_zero_and_huge_norms():
     """Rows of norm below 1e-12 become exactly 0 (no gradient); all others unit vectors (a norm
     of 1e-13 used to give a vector of norm 0.1, a norm of 1e25 the zero vector)."""
     x, directions = rows_of_norms(NORMS)
-    variable = tf.Variable(x)
     weights = np.random.default_rng(6).normal(size=x.shape).astype(np.float32)
-    with tf.GradientTape() as tape:
-        unit = distances.l2_normalize(variable)
-        loss = tf.reduce_sum(unit * weights)
-    gradient = tape.gradient(loss, variable).numpy()
-    unit = unit.numpy()
+    _, (gradient,) = gradients(lambda v: keras.ops.sum(
+        distances.l2_normalize(v) * keras.ops.convert_to_tensor(weights)), x)
+    unit = _np(distances.l2_normalize(x))
     tiny = np.asarray(NORMS) < distances.NORM_EPSILON
     assert np.all(unit[tiny] == 0.0) and np.all(gradient[tiny] == 0.0)
     np.testing.assert_allclose(unit[~tiny], directions[~tiny], atol=1e-6)
@@ -189,7 +206,7 @@ def test_zero_prototype_is_at_distance_one():
     features = np.random.default_rng(9).normal(size=(4, 6)).astype(np.float32)
     prototypes = np.random.default_rng(10).normal(size=(3, 6)).astype(np.float32)
     prototypes[1] = 0.0
-    value = distances.prototype_distances(features, prototypes).numpy()
+    value = _np(distances.prototype_distances(features, prototypes))
     np.testing.assert_allclose(value[:, 1], 1.0, atol=1e-6)
 
 
@@ -202,13 +219,12 @@ def test_pairwise_squared_euclidean_at_a_large_common_offset(offset):
     b = (rng.normal(size=(12, 16)) + offset).astype(np.float32)
     for left, right in ((a, b), (a, a)):
         expected = ((left[:, None].astype(np.float64) - right[None]) ** 2).sum(-1)
-        actual = distances.pairwise_squared_euclidean(left, right).numpy()
+        actual = _np(distances.pairwise_squared_euclidean(left, right))
         assert relative(actual, expected) < 1e-6
     weights = rng.normal(size=(20, 12))
-    variable = tf.Variable(a)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(distances.pairwise_squared_euclidean(variable, b) * weights)
-    gradient = tape.gradient(loss, variable).numpy()
+    _, (gradient,) = gradients(
+        lambda v: keras.ops.sum(
+            distances.pairwise_squared_euclidean(v, b) * keras.ops.cast(weights, "float32")), a)
     difference = a[:, None].astype(np.float64) - b[None]
     expected = 2.0 * (weights[..., None] * difference).sum(axis=1)
     assert relative(gradient, expected) < 1e-5
@@ -216,7 +232,7 @@ def test_pairwise_squared_euclidean_at_a_large_common_offset(offset):
 
 def test_pairwise_cosine_distance_of_a_zero_row():
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
-    np.testing.assert_allclose(distances.pairwise_cosine_distance(a, a).numpy(),
+    np.testing.assert_allclose(_np(distances.pairwise_cosine_distance(a, a)),
                                [[1, 1, 1], [1, 0, 1], [1, 1, 0]], atol=1e-6)
 
 

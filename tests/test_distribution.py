@@ -41,6 +41,8 @@ import pytest
 from keras_vc import _distribute
 from keras_vc.ops import gaussian
 
+pytestmark = pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy on logical CPU devices")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("dense", "dismax", "isomax_plus", "variational_gaussian", "variational_deterministic",
          "bottleneck", "variational_head", "entanglement")

@@ -15,6 +15,7 @@ def brute_force_neighbors(queries, points, k):
     return np.argsort(d, axis=1, kind="stable")[:, :k]
 
 
+@pytest.mark.slow  # many eager shapes: each a compile on JAX
 def test_neighbors_match_brute_force_across_chunks():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(300, 7)).astype(np.float32)
@@ -28,6 +29,7 @@ def test_neighbors_match_brute_force_across_chunks():
         np.testing.assert_array_equal(actual[:, 0], expected[:, 0])  # nearest first
 
 
+@pytest.mark.slow  # many eager shapes: each a compile on JAX
 def test_neighbors_of_tens_of_thousands_of_points():
     rng = np.random.default_rng(1)
     points = rng.normal(size=(30000, 16)).astype(np.float32)

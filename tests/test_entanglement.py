@@ -9,9 +9,9 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from matplotlib.figure import Figure
 
+from backends import by_backend
 from keras_vc.callbacks import EntanglementMonitor
 from keras_vc.data import offline
 from keras_vc.losses import REFERENCE_CAP
@@ -72,7 +72,12 @@ def test_trains_with_standard_fit_and_xla(trained, digits):
     accuracy = np.mean(model.predict(digits.x_test, verbose=0).argmax(1) == digits.y_test)
     assert accuracy > 0.85
     # compute_loss reused the activations of the forward pass: one network pass per model call.
-    assert calls["network"] == calls["model"] > 0
+    # On JAX, Keras's symbolic build also calls compute_loss once with inference-shaped outputs
+    # (Trainer._symbolic_build), which recomputes the activations: one call, not one per step.
+    extra = by_backend(tensorflow=0, jax=1)
+    assert calls["model"] > 0
+    if extra is not None:
+        assert calls["network"] == calls["model"] + extra
 
 
 def test_inverse_temperatures_move_outside_the_optimizer(trained):
@@ -114,6 +119,10 @@ def test_save_load_and_export_serve_logits_without_labels(trained, digits, tmp_p
     assert restored.get_config()["layer_names"] == LAYERS
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
     assert restored.temperatures() == pytest.approx(model.temperatures())
+    if keras.backend.backend() != "tensorflow":
+        return  # the SavedModel part is TensorFlow's
+    import tensorflow as tf
+
     export_dir = os.path.join(str(tmp_path), "served")
     keras.saving.load_model(path).export(export_dir, verbose=False)  # never called on data
     served = tf.saved_model.load(export_dir)

@@ -27,6 +27,8 @@ from keras_vc import export
 from keras_vc.layers import head as head_lib
 from model_fixtures import subclassed_classifier
 
+pytestmark = pytest.mark.tensorflow_only("SavedModel export and tf.saved_model.load")
+
 NUM_CLASSES = 4
 INPUT_DIM = 6
 MC_SAMPLES = 16

@@ -3,8 +3,11 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from backends import BACKEND
+from backends import compiled
+from backends import tensorflow_feature
+from backends import tensorflow_only
 from keras_vc.layers import VariationalSoftmax
 from keras_vc.losses import VariationalClassificationLoss
 
@@ -95,8 +98,10 @@ def test_inference_logits_are_gaussian_log_joint_densities(which, request):
     expected = _numpy_joint(mean, means, log_variances, log_pi)
     np.testing.assert_allclose(_np(layer(X, training=False)), expected, rtol=1e-4, atol=1e-4)
     # The TFP priors agree.
-    tfp_log_prob = _np(layer.prior_distribution().log_prob(mean[:, None, :].astype("float32")))
-    np.testing.assert_allclose(tfp_log_prob + log_pi, expected, rtol=1e-4, atol=1e-4)
+    priors = tensorflow_feature(layer.prior_distribution)
+    if priors is not None:
+        tfp_log_prob = _np(priors.log_prob(mean[:, None, :].astype("float32")))
+        np.testing.assert_allclose(tfp_log_prob + log_pi, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_temperature_divides_inference_outputs_only():
@@ -127,7 +132,9 @@ def test_gaussian_kl_term_is_an_unbiased_estimate_of_the_closed_form(gaussian_la
     means, log_variances = _prior(layer)
     vq, vp = np.exp(log_variance), np.exp(log_variances)
     entropy = 0.5 * np.sum(np.log(2 * np.pi * np.e * vq), -1)
-    np.testing.assert_allclose(_np(layer.posterior_distribution(X).entropy()), entropy, rtol=1e-5)
+    posterior = tensorflow_feature(layer.posterior_distribution, X)
+    if posterior is not None:
+        np.testing.assert_allclose(_np(posterior.entropy()), entropy, rtol=1e-5)
     # kl = beta * (-log p(z | k) - H(q)), where log p(z | k) = logits - log pi_k.
     repeats = 2000
     out, terms = layer.training_terms(np.tile(X, (repeats, 1)))
@@ -239,6 +246,8 @@ def test_training_objective_adds_the_label_columns_of_every_term(gaussian_layer)
 
 
 def _gradients(layer, name):
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         out, terms = layer.training_terms(X)
         if name == "cross_entropy":
@@ -257,6 +266,7 @@ def _gradients(layer, name):
     return norms
 
 
+@tensorflow_only("gradients with respect to a layer's variables through tf.GradientTape")
 def test_stop_gradients_separate_the_discriminator(gaussian_layer):
     discriminator = _gradients(gaussian_layer, "discriminator")
     assert discriminator["discriminator"] > 0
@@ -388,21 +398,20 @@ def test_loss_rejects_bad_labels(gaussian_layer):
     with pytest.raises(ValueError, match="y_true"):
         loss(np.eye(K + 1)[Y], out)  # one-hot rows of the wrong width
 
-    @tf.function
-    def traced(labels):
-        return loss(labels, gaussian_layer(X, training=True))
+    traced = compiled(loss)
+    # Traced, values are unknown until run: an out-of-range label stops the step there
+    # (tf.function: an in-graph assertion; jax.jit: a host callback; PyTorch runs eagerly, where
+    # the check above raises)...
+    if BACKEND != "torch":
+        with pytest.raises(Exception, match=rf"num_classes={K}"):
+            _np(traced(np.full(B, K), out))
+        assert np.isfinite(_np(traced(Y, out)))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
 
-    # Traced, values are unknown until run: an out-of-range label stops the step there...
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"num_classes={K}"):
-        traced(tf.constant(np.full(B, K)))
-    assert np.isfinite(_np(traced(tf.constant(Y))))
-
-    @tf.function(jit_compile=True)
-    def compiled(labels):
-        return loss(labels, gaussian_layer(X, training=True))
-
-    # ...and under XLA, which has no runtime assertion, makes the loss NaN.
-    assert np.isnan(_np(compiled(tf.constant(np.full(B, K)))))
+        # ...but XLA on TensorFlow drops runtime assertions: there the loss is NaN.
+        xla = tf.function(loss, jit_compile=True)
+        assert np.isnan(_np(xla(tf.constant(np.full(B, K)), out)))
 
 
 def test_config_round_trip_keeps_every_argument():

@@ -17,6 +17,7 @@ traceback.
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 
@@ -399,6 +400,10 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse already printed usage and the error
         return exit_.code if isinstance(exit_.code, int) else 2
+    if args.command == "compare":
+        # compare trains through tf.data: it runs on TensorFlow unless KERAS_BACKEND says
+        # otherwise (set before Keras is first imported; spawned workers inherit it).
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from keras_vc.data.loaders import DatasetError
 
     try:

@@ -132,7 +132,12 @@ class GaussianEncoder(keras.layers.Layer):
         return gaussian.sample(mean, log_variance, self.seed_generator, num_samples=num_samples)
 
     def distribution(self, mean, log_variance):
-        """The TFP ``MultivariateNormalDiag`` q(z | x) of the given parameters."""
+        """The TFP ``MultivariateNormalDiag`` q(z | x) of the given parameters.
+
+        Raises:
+            NotImplementedError: on a backend other than TensorFlow (no TFP there); the closed
+                forms of :mod:`keras_vc.ops.gaussian` replace it.
+        """
         return gaussian.multivariate_normal_diag(mean, log_variance, name="posterior")
 
     def compute_output_shape(self, input_shape):

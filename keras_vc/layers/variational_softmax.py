@@ -349,6 +349,8 @@ class VariationalSoftmax(ClassifierHead):
 
         Raises:
             ValueError: for ``posterior="deterministic"``, which has no Gaussian posterior.
+            NotImplementedError: on a backend other than TensorFlow (no TFP there); the closed
+                forms of :mod:`keras_vc.ops.gaussian` replace it.
         """
         if self.encoder is None:
             raise ValueError("`posterior_distribution` needs posterior='gaussian'; this layer's "
@@ -358,7 +360,12 @@ class VariationalSoftmax(ClassifierHead):
 
     def prior_distribution(self):
         """The K class-conditional priors p(z | y) as one TFP ``MultivariateNormalDiag`` with
-        batch shape (K,)."""
+        batch shape (K,).
+
+        Raises:
+            NotImplementedError: on a backend other than TensorFlow (no TFP there); use
+                ``prior_means`` and ``prior_log_variances()`` with :mod:`keras_vc.ops.gaussian`.
+        """
         return gaussian.multivariate_normal_diag(
             self.prior_mean_values(), self.prior_log_variances(), name="prior")
 

@@ -140,7 +140,9 @@ class ExpectedCalibrationError(_InvalidInputCounter):
 
     def reset_state(self):
         for variable in (self.counts, self.confidence_sums, self.accuracy_sums):
-            variable.assign(ops.zeros_like(variable))
+            # ops.zeros_like would read the variable's dtype through NumPy, which JAX cannot do
+            # for a Keras variable.
+            variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
         self._reset_counters()
 
     def get_config(self):

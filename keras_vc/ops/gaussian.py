@@ -9,10 +9,11 @@ Two kinds of code live here:
   backend, under XLA, in float32 whatever the mixed-precision policy, and the *pairwise* forms
   (every row of a batch against every one of ``K`` class-conditional Gaussians) expand the
   quadratic into matrix products, so they never build a ``(B, K, D)`` tensor.
-- **TensorFlow Probability distributions** (:func:`multivariate_normal_diag`): the object users
-  get when they ask a layer for its posterior ``q(z | x)`` or its class-conditional priors
-  ``p(z | y)`` (``log_prob``, ``sample``, ``entropy``, ``tfd.kl_divergence`` ...). The tests check
-  every closed form here against an independent NumPy formula and against TFP.
+- **TensorFlow Probability distributions** (:func:`multivariate_normal_diag`), TensorFlow
+  backend only: the object users get when they ask a layer for its posterior ``q(z | x)`` or its
+  class-conditional priors ``p(z | y)`` (``log_prob``, ``sample``, ``entropy``,
+  ``tfd.kl_divergence`` ...). Nothing else calls TFP. The tests check every closed form here
+  against an independent NumPy formula, and against TFP on TensorFlow.
 
 Sampling (:func:`standard_normal`, :func:`sample`) draws stateless noise (XLA-safe) from a
 ``keras.random.SeedGenerator`` owned by the calling layer.
@@ -39,34 +40,26 @@ def _pair(mean, log_variance):
 
 
 def tfp_distributions():
-    """The ``tfp.distributions`` module matching the Keras backend.
+    """``tensorflow_probability.distributions``, on the TensorFlow backend only.
 
-    TensorFlow backend: ``tensorflow_probability.distributions``. JAX backend: TFP's JAX
-    substrate (``tensorflow_probability.substrates.jax.distributions``) where it imports.
+    TFP is used for the ``*_distribution`` convenience methods alone (the objects users ask a
+    layer for); no training or inference graph calls it. On JAX, TFP 0.25's JAX substrate does
+    not import with the JAX releases Keras 3.15 runs on (>= 0.7), and PyTorch has no TFP.
 
     Raises:
-        ImportError: when TFP (or its JAX substrate) cannot be imported, or for another backend.
+        NotImplementedError: on a backend other than TensorFlow, naming the backend and the
+            closed forms of this module that replace the distribution object there.
     """
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow_probability as tfp
+    if backend != "tensorflow":
+        raise NotImplementedError(
+            f"TensorFlow Probability distributions need the TensorFlow backend; Keras runs on "
+            f"{backend!r}. Use the closed forms of keras_vc.ops.gaussian instead (log_density, "
+            "pairwise_log_density, entropy, kl_divergence, sample), which run on every backend, "
+            "or set KERAS_BACKEND=tensorflow.")
+    import tensorflow_probability as tfp
 
-        return tfp.distributions
-    if backend == "jax":
-        try:
-            from tensorflow_probability.substrates import jax as tfp_jax
-        except Exception as error:  # TFP 0.25's JAX substrate fails with recent JAX releases.
-            raise ImportError(
-                "TensorFlow Probability's JAX substrate could not be imported "
-                f"({type(error).__name__}: {error}). With JAX >= 0.7 install tfp-nightly, or use "
-                "jax<0.7 with tensorflow-probability 0.25. The closed forms of "
-                "keras_vc.ops.gaussian work without it."
-            ) from error
-        return tfp_jax.distributions
-    raise ImportError(
-        f"TFP distributions are available on the tensorflow and jax backends, not {backend!r}. "
-        "The closed forms of keras_vc.ops.gaussian work on every backend."
-    )
+    return tfp.distributions
 
 
 def multivariate_normal_diag(mean, log_variance, name="MultivariateNormalDiag"):
@@ -81,14 +74,16 @@ def multivariate_normal_diag(mean, log_variance, name="MultivariateNormalDiag"):
         A ``tfd.MultivariateNormalDiag`` with batch shape ``mean.shape[:-1]`` and event shape
         ``(D,)``; its ``scale_diag`` is ``exp(log_variance / 2)``.
 
+    Raises:
+        NotImplementedError: on a backend other than TensorFlow (:func:`tfp_distributions`).
+
     Example:
         >>> q = multivariate_normal_diag(np.zeros((4, 2)), np.zeros((4, 2)))
         >>> q.log_prob(np.zeros((4, 2)))   # -log(2 pi) for each row
     """
+    tfd = tfp_distributions()
     mean, log_variance = _pair(mean, log_variance)
-    return tfp_distributions().MultivariateNormalDiag(
-        loc=mean, scale_diag=ops.exp(0.5 * log_variance), name=name
-    )
+    return tfd.MultivariateNormalDiag(loc=mean, scale_diag=ops.exp(0.5 * log_variance), name=name)
 
 
 # --------------------------------------------------------------------------------------------

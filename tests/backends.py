@@ -1,0 +1,116 @@
+"""Backend-specific expectations without duplicating tests.
+
+A test written once runs on every backend; where the expected outcome depends on the backend it
+asks here instead of branching on strings:
+
+    from backends import BACKEND, by_backend, gradients, tensorflow_only
+
+    tolerance = by_backend(tensorflow=1e-6, default=1e-5)
+
+    @tensorflow_only("tf.data input pipeline")
+    def test_dataset_input(): ...
+
+``gradients`` differentiates a scalar function of NumPy inputs with the backend's own autodiff,
+so gradient checks against NumPy need no ``tf.GradientTape``.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+ON_TENSORFLOW = BACKEND == "tensorflow"
+
+
+def by_backend(default=None, **values):
+    """The value given for the running backend (``tensorflow=``, ``jax=``, ``torch=``), else
+    ``default``."""
+    unknown = set(values) - {"tensorflow", "jax", "torch"}
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)}")
+    return values.get(BACKEND, default)
+
+
+def tensorflow_only(reason):
+    """Marks a test (or, as ``pytestmark``, a module) that needs TensorFlow: skipped with
+    ``reason`` on other backends (tests/conftest.py)."""
+    return pytest.mark.tensorflow_only(reason)
+
+
+def gradients(fn, *arrays):
+    """``d fn(*arrays) / d arrays`` as float NumPy arrays, with the backend's autodiff.
+
+    Args:
+        fn: maps tensors (one per array) to a scalar tensor, with ``keras.ops``.
+        *arrays: NumPy arrays, the points of differentiation.
+
+    Returns:
+        ``(value, [gradient, ...])``: ``fn``'s value and one gradient per array, as NumPy
+        (zeros where ``fn`` does not depend on the array).
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        variables = [tf.Variable(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            value = fn(*variables)
+        grads = tape.gradient(value, variables)
+    elif BACKEND == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(arrays))))(*arrays)
+    elif BACKEND == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        value = value.detach()
+    else:
+        raise ValueError(f"no gradient helper for the {BACKEND!r} backend")
+    # TensorFlow says None where the function does not depend on an input: a zero gradient.
+    return (keras.ops.convert_to_numpy(value),
+            [np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
+             for a, g in zip(arrays, grads)])
+
+
+def tensorflow_feature(call, *args, **kwargs):
+    """Runs a TensorFlow-only feature: its result on TensorFlow; elsewhere checks that it fails
+    with one clear ``NotImplementedError`` naming the backend, and returns None.
+
+    Example:
+        prior = tensorflow_feature(layer.prior_distribution)
+        if prior is not None:  # TensorFlow: check the TFP object
+            ...
+    """
+    if ON_TENSORFLOW:
+        return call(*args, **kwargs)
+    with pytest.raises(NotImplementedError, match=f"TensorFlow.*{BACKEND!r}|{BACKEND!r}.*TensorFlow"):
+        call(*args, **kwargs)
+    return None
+
+
+def compiled(fn=None, *, float32_shapes=None):
+    """``fn`` traced the backend's way: ``tf.function`` on TensorFlow, ``jax.jit`` on JAX, as is
+    on PyTorch (eager: values stay concrete, so eager-only checks run there).
+
+    Args:
+        fn: the function; without it, returns a decorator.
+        float32_shapes: optional list of shapes (``None`` for an unknown size): on TensorFlow
+            the ``input_signature`` of float32 ``TensorSpec``s, so that one trace serves every
+            batch size as in an exported model.
+    """
+    if fn is None:
+        return lambda function: compiled(function, float32_shapes=float32_shapes)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        signature = None if float32_shapes is None else [
+            tf.TensorSpec(shape, tf.float32) for shape in float32_shapes]
+        return tf.function(fn, input_signature=signature)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
