@@ -107,8 +107,8 @@ def build_parser():
     compare.add_argument("--seeds", type=_positive_int, default=None,
                          help="number of seeds (0, 1, ..., N-1); default 3 (1 with --quick)")
     compare.add_argument("--quick", action="store_true",
-                         help=f"a check of a set-up in about a minute: one seed (unless --seeds "
-                              "is given), {plan_lib.QUICK_EPOCHS} epochs (unless --epochs is given), "
+                         help="a check of a set-up in about a minute: one seed (unless --seeds "
+                              f"is given), {plan_lib.QUICK_EPOCHS} epochs (unless --epochs is given), "
                               "the main models only (no open-set, low-data, attack or "
                               "corruption runs), the cheap post-hoc calibrators only")
     compare.add_argument("--epochs", type=_positive_int, default=None,
@@ -395,15 +395,15 @@ def _evaluate(args):
 def main(argv=None):
     """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    # compare's workers, which train through tf.data, run on TensorFlow unless KERAS_BACKEND
+    # says otherwise (they are spawned processes and inherit it; `make demo` sets it anyway).
+    if argv[:1] == ["compare"]:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse already printed usage and the error
         return exit_.code if isinstance(exit_.code, int) else 2
-    if args.command == "compare":
-        # compare trains through tf.data: it runs on TensorFlow unless KERAS_BACKEND says
-        # otherwise (set before Keras is first imported; spawned workers inherit it).
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from keras_vc.data.loaders import DatasetError
 
     try:

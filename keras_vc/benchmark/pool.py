@@ -9,13 +9,13 @@ Results come back in the order of the tasks given, whatever order they finish in
 import multiprocessing
 import os
 import sys
-import tempfile
 import threading
 import time
 import warnings
 
 import numpy as np
 
+from keras_vc.benchmark import _quiet
 from keras_vc.benchmark import plan as plan_lib
 from keras_vc.benchmark import training_run
 
@@ -150,13 +150,10 @@ def run_tasks(tasks, datasets, methods, workers, log):
     # is kept aside (and shown if the run fails).
     saved = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    captured = tempfile.TemporaryFile()
-    stderr = os.dup(2)
-    os.dup2(captured.fileno(), 2)
-    failed = True
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(datasets, methods, queue, 1)) as pool:
+        with _quiet.stderr_kept_aside(), ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker,
+                initargs=(datasets, methods, queue, 1)) as pool:
             futures = {i: pool.submit(_worker_task, tasks[i]) for i in order}
             try:
                 for i, future in futures.items():
@@ -165,14 +162,7 @@ def run_tasks(tasks, datasets, methods, workers, log):
                 for future in futures.values():  # fail fast: do not run the queued tasks
                     future.cancel()
                 raise
-        failed = False
     finally:
-        os.dup2(stderr, 2)
-        os.close(stderr)
-        if failed:
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace")[-5000:])
-        captured.close()
         if saved is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         done.set()
