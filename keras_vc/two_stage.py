@@ -1,5 +1,8 @@
 """Two-Stage Training (TST) and V-TST: a new head trained on the frozen features of a trained model.
 
+(One job, cutting a trained model and training its new head; a third of the file is the
+documentation of the protocol and of where it departs from the reference.)
+
 Jordahn & Olmos, "Decoupling Feature Extraction and Classification Layers for Calibrated Neural
 Networks", ICML 2024 (arXiv 2405.01196; reference code
 ``MJordahn/Decoupled-Layers-for-Calibrated-NNs``).

@@ -1,6 +1,10 @@
 """Soft nearest neighbor loss (SNNL): Frosst, Papernot & Hinton, "Analyzing and Improving
 Representations with the Soft Nearest Neighbor Loss", ICML 2019, arXiv 1902.01889.
 
+The loss, its temperature-free variant (the temperature optimised per batch) and the Keras
+``Loss`` class share their row terms and masks, so they live in one module; about 40% of it is
+the documentation of where and why the computation departs from the authors' code.
+
 For a batch of representations ``x_1..x_b`` (flattened) with labels ``y_1..y_b`` and a
 temperature ``T``, the paper's eq. 1 is::
 
@@ -33,9 +37,8 @@ How it is computed here (and why):
   function (``fit``, ``tf.function``, ``jit``) with tensor labels it can only catch a static
   batch size below 2.
 * **Cap (for maximisation).** Eq. 1 is unbounded above: a network that *maximises* it can push
-  same-class points ever further apart relative to the others, and at some point does (in our
-  100-epoch MNIST-1D runs, 2 of 3 seeds of ``EntanglementModel(direction="maximize")`` blew their
-  activations up and fell to chance accuracy). The authors' epsilon bounds it,
+  same-class points ever further apart relative to the others, and over long runs it can (its
+  activations blow up and accuracy falls to chance). The authors' epsilon bounds it,
   ``-log(1e-5 + ratio) <= -log(1e-5)``. ``cap=c`` reinstates that bound smoothly on each row,
   ``-log(exp(-c) + exp(-row))``, which is the authors' ``-log(1e-5 + ratio)`` exactly for
   ``c = -log(1e-5)`` (:data:`REFERENCE_CAP`) and is computed from the log-sum-exp row, so it does
