@@ -22,9 +22,10 @@ import argparse
 import os
 import sys
 
-
-class _UsageError(Exception):
-    pass
+from keras_vc.benchmark import cli_compare
+from keras_vc.benchmark import cli_evaluate
+from keras_vc.benchmark import cli_speed
+from keras_vc.benchmark.cli_usage import _UsageError
 
 
 def _positive_int(text):
@@ -261,18 +262,12 @@ def main(argv=None):
 
     try:
         if args.command == "compare":
-            from keras_vc.benchmark import cli_compare
-
             return cli_compare.run(args, argv)
         # --- speed subcommand ---
         if args.command == "speed":
-            from keras_vc.benchmark import cli_speed
-
             return cli_speed.run(args)
         # --- end speed subcommand ---
         if args.command == "evaluate":
-            from keras_vc.benchmark import cli_evaluate
-
             return cli_evaluate.run(args)
     except (_UsageError, DatasetError) as error:
         print(f"keras-vc {args.command}: error: {error}", file=sys.stderr)

@@ -3,7 +3,7 @@
 import dataclasses
 import shlex
 
-from keras_vc.benchmark.cli import _UsageError
+from keras_vc.benchmark.cli_usage import _UsageError
 
 
 def run(args, argv):

@@ -1,6 +1,6 @@
 """``keras-vc evaluate``: checks the parsed arguments, evaluates the model and prints the report."""
 
-from keras_vc.benchmark.cli import _UsageError
+from keras_vc.benchmark.cli_usage import _UsageError
 
 
 def run(args):

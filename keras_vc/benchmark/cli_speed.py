@@ -1,6 +1,6 @@
 """``keras-vc speed``: checks the parsed arguments, runs the speed benchmark and prints it."""
 
-from keras_vc.benchmark.cli import _UsageError
+from keras_vc.benchmark.cli_usage import _UsageError
 
 
 def _speed_command(args):
