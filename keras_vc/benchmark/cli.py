@@ -13,17 +13,19 @@ The method and variant names are those of :mod:`keras_vc.benchmark.registry`.
 Bad input (an unknown dataset or method, ``--seeds 0``, a folder that cannot be read, a TFDS
 dataset that is not prepared) ends with a one-line message and exit status 2, without a
 traceback.
+
+This module holds the parser, its argument types and ``main``; each subcommand runs in its own
+module (``cli_compare``, ``cli_speed``, ``cli_evaluate``).
 """
 
 import argparse
-import dataclasses
 import os
-import shlex
 import sys
 
-
-class _UsageError(Exception):
-    pass
+from keras_vc.benchmark import cli_compare
+from keras_vc.benchmark import cli_evaluate
+from keras_vc.benchmark import cli_speed
+from keras_vc.benchmark.cli_usage import _UsageError
 
 
 def _positive_int(text):
@@ -143,63 +145,6 @@ def build_parser():
     return parser
 
 
-def _compare(args, argv):
-    from keras_vc.benchmark import compare
-    from keras_vc.benchmark import plan as plan_lib
-    from keras_vc.benchmark import report as report_lib
-    from keras_vc.benchmark import report_posthoc
-    from keras_vc.data import loaders
-
-    try:
-        plan_lib.ordered_methods(args.methods)
-    except ValueError as error:
-        raise _UsageError(str(error).replace("`methods`", "--methods"))
-    datasets = args.dataset or list(compare.DEFAULT_DATASETS)
-    for spec in datasets:
-        try:
-            loaders.check_spec(spec)
-        except loaders.DatasetError as error:
-            raise _UsageError(str(error))
-    if args.image_size is not None and not any(s.startswith("folder:") for s in datasets):
-        raise _UsageError("--image-size applies to folder: datasets only")
-    plan = plan_lib.QUICK_PLAN if args.quick else plan_lib.Plan()
-    seeds = args.seeds or (1 if args.quick else 3)
-    if args.low_data is not None:
-        plan = dataclasses.replace(plan, low_data_fractions=args.low_data)
-    if args.robustness_samples is not None:
-        plan = dataclasses.replace(plan, robustness_samples=args.robustness_samples)
-    if args.alpha is not None:
-        if len(set(args.alpha)) != len(args.alpha):
-            raise _UsageError(f"--alpha: expected distinct levels, got {args.alpha}")
-        plan = dataclasses.replace(plan, alphas=tuple(args.alpha))
-    if args.no_open_set:
-        plan = dataclasses.replace(plan, open_set=False)
-    command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
-    workers = args.workers or compare.default_workers()
-    report = compare.run_compare(
-        datasets, args.methods, list(range(seeds)), out_dir=args.out, workers=workers,
-        plan=plan, epochs=args.epochs or (plan_lib.QUICK_EPOCHS if args.quick else None),
-        data_dir=args.data_dir, download=args.download,
-        command=command, image_size=args.image_size, log=lambda line: print(line, flush=True))
-    for name in report["datasets"]:
-        print()
-        print(f"== {name}: calibration (test split, mean ± std over {seeds} seed(s)) ==")
-        print(report_lib.calibration_table(report, name))
-        print()
-        print(f"== {name}: OOD detection, AUROC ==")
-        print(report_lib.ood_table(report, name))
-        paired = report_lib.paired_table(report, name,
-                                         report_posthoc.paired_columns(report))
-        if paired:
-            print()
-            print(f"== {name}: paired difference vs softmax (seeds where the sign held) ==")
-            print(paired)
-    print()
-    print(f"Reports written to {args.out}/: compare.json, compare.md, README_results.md and "
-          f"PNGs ({report['wall_seconds'] / 60:.1f} min).")
-    return 0
-
-
 # --- speed subcommand (keras_vc/benchmark/speed.py) ---
 def _sizes(text):
     sizes = []
@@ -254,74 +199,6 @@ def _add_speed_parser(commands):
                        help="tiny sizes and 3 repeats: checks that everything runs; its "
                             "figures mean nothing")
     speed.add_argument("--out", default="reports", help="output folder")
-
-
-def _speed_command(args):
-    words = ["keras-vc", "speed"]
-    if args.quick:
-        words.append("--quick")
-    for option in ("backend", "sizes", "model_batches", "scopes", "variants", "repeats"):
-        value = getattr(args, option)
-        if value is None:
-            continue
-        if option == "sizes":
-            value = ",".join("x".join(str(v) for v in size) for size in value)
-        elif isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        words += [f"--{option.replace('_', '-')}", str(value)]
-    words += ["--out", args.out]
-    return " ".join(words)
-
-
-def _speed(args):
-    import dataclasses
-    import os
-
-    # TensorFlow keeps allocator statistics on a CPU only with its BFC allocator; it reads this
-    # variable when it first allocates, which has not happened yet in this process.
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "1")
-    import keras
-
-    from keras_vc.benchmark import registry
-    from keras_vc.benchmark import speed
-
-    backend = keras.backend.backend()
-    if args.backend is not None and args.backend != backend:
-        raise _UsageError(f"--backend {args.backend}, but Keras runs on {backend}: Keras reads "
-                          f"KERAS_BACKEND when it is first imported, so run "
-                          f"`KERAS_BACKEND={args.backend} keras-vc speed ...`")
-    if backend not in speed.SUPPORTED_BACKENDS:
-        raise _UsageError(f"the {backend} backend is not supported; expected one of "
-                          f"{speed.SUPPORTED_BACKENDS}")
-    settings = speed.QUICK if args.quick else speed.Settings()
-    changes = {}
-    if args.sizes is not None:
-        changes["head_sizes"] = tuple(args.sizes)
-    if args.model_batches is not None:
-        changes["model_batches"] = tuple(args.model_batches)
-    if args.repeats is not None:
-        changes["repeats"] = args.repeats
-    settings = dataclasses.replace(settings, **changes)
-    scopes = args.scopes or list(speed.SCOPES)
-    unknown = [scope for scope in scopes if scope not in speed.SCOPES]
-    if unknown:
-        raise _UsageError(f"unknown scope(s) {unknown}; expected {list(speed.SCOPES)}")
-    message = registry.unknown_names(args.variants or [], list(registry.speed_variants()),
-                                     "variant")
-    if message:
-        raise _UsageError(f"--variants: {message}")
-    try:
-        speed.validate_settings(settings)
-    except ValueError as error:
-        raise _UsageError(str(error))
-    command = _speed_command(args)
-    if backend != "tensorflow":
-        command = f"KERAS_BACKEND={backend} {command}"
-    report = speed.run_speed(args.variants, settings, scopes, args.out, command=command)
-    print()
-    print(speed.format_markdown(report))
-    print(f"Reports written to {args.out}/ (speed.json, speed.md)")
-    return 0
 # --- end speed subcommand ---
 
 
@@ -366,29 +243,6 @@ def _add_evaluate_parser(commands):
     evaluate.add_argument("--data-dir", default=None,
                           help="TensorFlow Datasets data directory (tfds: only)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _evaluate(args):
-    from keras_vc.evaluation import api
-    from keras_vc.evaluation import figures
-    from keras_vc.evaluation import report as report_lib
-
-    names = [name for name, _ in args.ood]
-    if len(set(names)) != len(names):
-        raise _UsageError(f"--ood names must differ, got {names}")
-    try:
-        report = api.evaluate(
-            args.model, args.test, val_data=args.val, ood_data=dict(args.ood) or None,
-            train_data=args.train, alpha=args.alpha,
-            conformal_scores=args.conformal_scores or figures.CONFORMAL_SCORES,
-            detectors=args.detectors or figures.DEFAULT_DETECTORS, out_dir=args.out,
-            batch_size=args.batch_size, data_dir=args.data_dir, verbose=0 if args.quiet else 1)
-    except ValueError as error:
-        raise _UsageError(str(error))
-    print()
-    print(report_lib.format_markdown(report))
-    print(f"Reports written to {args.out}/: {', '.join(report['files'])}")
-    return 0
 # --- end evaluate subcommand ---
 
 
@@ -408,13 +262,13 @@ def main(argv=None):
 
     try:
         if args.command == "compare":
-            return _compare(args, argv)
+            return cli_compare.run(args, argv)
         # --- speed subcommand ---
         if args.command == "speed":
-            return _speed(args)
+            return cli_speed.run(args)
         # --- end speed subcommand ---
         if args.command == "evaluate":
-            return _evaluate(args)
+            return cli_evaluate.run(args)
     except (_UsageError, DatasetError) as error:
         print(f"keras-vc {args.command}: error: {error}", file=sys.stderr)
         return 2
