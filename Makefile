@@ -16,7 +16,8 @@ CORE_TESTS := tests/test_backends.py tests/test_layer_contract.py tests/test_hea
 	tests/test_soft_nearest_neighbor.py tests/test_entanglement.py tests/test_metrics.py \
 	tests/test_selective_metrics.py tests/test_scores.py tests/test_calibration.py \
 	tests/test_calibrators.py tests/test_conformal.py tests/test_dknn.py \
-	tests/test_detectors_errors.py
+	tests/test_detectors_errors.py tests/test_gradients.py tests/test_augment.py \
+	tests/test_robustness.py tests/test_two_stage.py
 
 .PHONY: demo test test-tensorflow test-jax test-torch install clean
 

@@ -145,6 +145,7 @@ def test_deep_knn_rejects_nan_inputs_and_activations(clusters):
         DeepKNN(sqrt_model, ["root"], k=5).fit(x_train - 10.0, y_train)
 
 
+@pytest.mark.slow
 def test_snnl_method_extra_scores_give_dknn_credibility():
     from keras_vc.benchmark import backbones
     from keras_vc.benchmark import registry

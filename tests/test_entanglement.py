@@ -65,6 +65,7 @@ def trained(digits):
     return model, history, monitor, calls
 
 
+@pytest.mark.slow
 def test_trains_with_standard_fit_and_xla(trained, digits):
     model, history, _, calls = trained
     assert model.jit_compile
@@ -161,6 +162,7 @@ def test_compute_loss_is_cross_entropy_plus_or_minus_alpha_snnl(digits, directio
     assert loss == pytest.approx(cross_entropy + sign * 0.7 * snnl, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_temperature_step_matches_the_reference_update(digits):
     keras.utils.set_random_seed(2)
     model = compile_model(EntanglementModel(make_classifier(), LAYERS, alpha=1.0,

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from backends import BACKEND
 
 import keras_vc
 from keras_vc import calibration
@@ -120,8 +121,9 @@ def test_a_head_that_is_not_the_output_layer_is_refused(head_not_last, tmp_path)
         calibration.fit_temperature(model, (X, Y))
     with pytest.raises(ValueError, match="not the output layer"):
         scores.recommended(model)
-    with pytest.raises(ValueError, match="not the output layer"):
-        export.export_for_serving(model, str(tmp_path / "served"))
+    if BACKEND == "tensorflow":  # elsewhere export refuses the backend first
+        with pytest.raises(ValueError, match="not the output layer"):
+            export.export_for_serving(model, str(tmp_path / "served"))
 
 
 def test_output_head_finds_the_head_of_nested_and_plain_models():

@@ -126,6 +126,7 @@ def test_flipping_roles_and_sign_keeps_auroc():
 # ----------------------------------------------------------------------------- streaming
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["l1", "max"])
 def test_streaming_ece_equals_numpy_over_uneven_batches(norm):
     rng = np.random.default_rng(1)

@@ -95,6 +95,7 @@ def test_label_formats_and_flattening_agree(batch):
     assert float(soft_nearest_neighbor_loss(flat, labels, 2.0)) == pytest.approx(reference, 1e-6)
 
 
+@pytest.mark.slow
 def test_no_row_with_a_partner_gives_zero_and_a_warning():
     features = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
     with pytest.warns(UserWarning, match=r"all 4 rows .*100%.* K \+ 1 samples"):

@@ -280,6 +280,7 @@ def test_stop_gradients_separate_the_discriminator(gaussian_layer):
         assert norms["discriminator"] == 0.0
 
 
+@pytest.mark.slow
 def test_density_ratio_discriminator_estimates_a_known_kl():
     """q(z|y) = N(0, 1), p(z|y) = N(1, 1): the optimal T is 1/2 - z and KL = 1/2."""
     keras.utils.set_random_seed(0)
@@ -519,6 +520,7 @@ def test_multiplier_keeps_the_initial_prior_and_the_outputs():
     np.testing.assert_allclose(_np(scaled(X)), _np(plain(X)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_multiplier_survives_keras_save_and_load(tmp_path):
     layer = VariationalSoftmax(K, latent_dim=Z, prior_learning_rate_multiplier=0.1, seed=2)
     model = keras.Sequential([keras.Input((F,)), layer])
