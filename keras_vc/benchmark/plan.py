@@ -43,9 +43,9 @@ OTHER_DATASET_SETTINGS = DatasetSettings(epochs=30)
 DATASET_NOTES = {
     "digits": (
         "Digits is too easy for calibration claims: accuracy is near its ceiling for every head "
-        "(see the table), and with 360 test samples the ECE differences between heads are "
-        "within the sampling noise of the ECE itself. It is here for the far-OOD check (photo "
-        "patches); read calibration on MNIST-1D."
+        "(see the table), and with 360 test samples its ECE is noisy (small differences between "
+        "heads do not resolve). It is here for the far-OOD check (photo patches); read "
+        "calibration on MNIST-1D."
     ),
     "mnist1d": (
         "MNIST-1D with the small 1-D CNN is the main calibration and OOD table. Softmax's "
