@@ -40,11 +40,14 @@ demo: $(STAMP)
 # The backend is fixed when Keras is imported: one pytest process per backend.
 test: test-tensorflow test-jax
 
+# Two pytest workers (pytest-xdist), each file on one worker: the suite is mostly single-threaded
+# model code, so the two CPU cores of CI halve its time; --durations shows where it goes.
 test-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(CORE_TESTS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow" \
+		$(CORE_TESTS)
 
 # Not part of `make test` (PyTorch adds ~0.9 GB to the environment); see the README.
 test-torch: $(TORCH_STAMP)
