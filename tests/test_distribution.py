@@ -145,9 +145,6 @@ def test_streaming_metrics_aggregate_across_replicas(report):
 @only_once
 def test_streaming_metrics_aggregate_across_jax_devices(jax_report):
     metrics = jax_report["metrics"]
-    if "Could not convert <Variable" in metrics.get("error", ""):
-        pytest.xfail("streaming metrics do not run on JAX yet (being made backend-neutral): "
-                     + metrics["error"][:200])
     assert "error" not in metrics, metrics["error"]
     check_streaming_metrics(metrics)
 
