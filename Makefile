@@ -44,11 +44,15 @@ test: test-tensorflow test-jax
 
 # Two pytest workers (pytest-xdist), each file on one worker: the suite is mostly single-threaded
 # model code, so the two CPU cores of CI halve its time; --durations shows where it goes.
+# tests/xdist_schedule.py hands out the longest files first and splits the few whose tests are
+# independent, so that neither worker finishes alone (keep its table of seconds roughly current).
+XDIST := -n 2 --dist loadfile -p tests.xdist_schedule
+
 test-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q $(XDIST) --durations=15 tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow" \
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(XDIST) --durations=10 -m "not slow" \
 		$(CORE_TESTS)
 
 # Not part of `make test` (PyTorch adds ~0.9 GB to the environment); see the README.
