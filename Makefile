@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.keras_vc_installed
 TORCH_STAMP := $(VENV)/.keras_vc_torch_installed
-# constraints.txt pins PyTorch's CPU-only wheel (torch==2.13.0+cpu), which lives on this index.
+# constraints.txt pins PyTorch's CPU-only wheel (torch==2.13.0+cpu), which lives on this index
+# (not on PyPI). The install tries pip's own configuration first (a machine whose pip already
+# finds that wheel never contacts the index) and this index only when that fails.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 # The backend-neutral core that `make test` runs again on JAX: the layer contract, each method's
@@ -30,8 +32,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(TORCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --extra-index-url $(TORCH_INDEX) -c constraints.txt \
-		-e ".[test,torch]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,torch]" \
+		|| $(BIN)/python -m pip install --quiet --extra-index-url $(TORCH_INDEX) \
+			-c constraints.txt -e ".[test,torch]"
 	touch $(TORCH_STAMP)
 
 install: $(STAMP)
