@@ -102,16 +102,19 @@ def conformal_table(report, name, config="full", scores=("aps", "raps", "lac"), 
 
 
 def calibrator_table(report, name, config="full"):
-    """One row per method: test ECE after each calibrator, classwise ECE, AURC and AUGRC."""
+    """One row per method: test ECE after each calibrator of the run's plan, classwise ECE,
+    AURC and AUGRC."""
     data = report["datasets"][name]
-    header = (["method", "ECE"] + [title for _, title in CALIBRATOR_TITLES]
+    fitted = report.get("plan", {}).get("calibrators", [c for c, _ in CALIBRATOR_TITLES])
+    titles = [(c, title) for c, title in CALIBRATOR_TITLES if c in fitted]
+    header = (["method", "ECE"] + [title for _, title in titles]
               + ["cwECE", "cwECE (TS)", "AURC", "AUGRC"])
     rows = []
     for method in report["methods"]:
         entry = _entry(data, config, method)
         if not entry:
             continue
-        keys = ["calibration.ece"] + [f"calibrators.{c}.ece" for c, _ in CALIBRATOR_TITLES]
+        keys = ["calibration.ece"] + [f"calibrators.{c}.ece" for c, _ in titles]
         means = [entry[k]["mean"] for k in keys if k in entry]
         best = min(means) if means else None
         cells = []
