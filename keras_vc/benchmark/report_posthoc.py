@@ -48,7 +48,9 @@ def header_lines(report):
         "after temperature scaling. `AURC` / `AUGRC` = areas under the (generalised) "
         "risk-coverage curve with the largest probability as confidence (Geifman et al. 2019; "
         "Traub et al. 2024; lower is better; right-endpoint sums, not x1000). Calibrators: "
-        "all-classes models only (the dearest of these figures: Dirichlet scaling's fit).",
+        "all-classes models only (the dearest of these figures: Dirichlet scaling's fit), "
+        "a column per calibrator of the run (the default run leaves out matrix and Dirichlet "
+        "scaling: `--calibrators all`).",
         "",
         "Post-hoc OOD detectors (`keras_vc.detectors`), on every model with OOD sets, from the "
         "one forward pass per input set that also gives the logits: MSP, max logit, energy and "
