@@ -21,6 +21,11 @@ from keras_vc.benchmark import cli
     (["compare", "--alpha", "1.5"], "--alpha: expected a miscoverage level in (0, 1), got 1.5"),
     (["compare", "--alpha", "x"], "expected a miscoverage level in (0, 1), got 'x'"),
     (["compare", "--alpha", "0.1", "0.1"], "--alpha: expected distinct levels"),
+    (["compare", "--calibrators", "platt"], "--calibrators: expected distinct calibrators from "
+     "temperature, vector, matrix, dirichlet, histogram, isotonic or 'all', got 'platt'"),
+    (["compare", "--calibrators", "vector,vector"], "--calibrators: expected distinct"),
+    (["compare", "--open-set", "--no-open-set"],
+     "argument --no-open-set: not allowed with argument --open-set"),
     (["compare", "--dataset", "folder:/nonexistent/keras_vc"], "does not exist"),
     (["compare", "--dataset", "tfds:keras_vc_no_such_dataset"], "no dataset named"),
     (["frobnicate"], "invalid choice"),
@@ -48,6 +53,35 @@ def test_help_exits_zero(capsys):
     assert cli.main(["compare", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--download" in out and "--alpha" in out and "--no-open-set" in out
+    assert "--open-set" in out and "--calibrators" in out
+
+
+class _Planned(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flags, open_set, calibrators", [
+    ([], None, ("temperature", "vector", "histogram", "isotonic")),
+    (["--open-set", "--calibrators", "all"], True,
+     ("temperature", "vector", "matrix", "dirichlet", "histogram", "isotonic")),
+    (["--no-open-set", "--calibrators", "dirichlet,temperature"], False,
+     ("dirichlet", "temperature")),
+])
+def test_open_set_and_calibrator_flags_reach_the_plan(flags, open_set, calibrators,
+                                                      monkeypatch, tmp_path):
+    from keras_vc.benchmark import compare
+
+    planned = {}
+
+    def run_compare(*args, plan, **kwargs):
+        planned["plan"] = plan
+        raise _Planned
+
+    monkeypatch.setattr(compare, "run_compare", run_compare)
+    with pytest.raises(_Planned):
+        cli.main(["compare", "--out", str(tmp_path)] + flags)
+    assert planned["plan"].open_set is open_set
+    assert planned["plan"].calibrators == calibrators
 
 
 def test_a_tiny_run_prints_tables_and_writes_reports(capsys, tmp_path):

@@ -18,6 +18,7 @@ from keras_vc.benchmark import plan as plan_lib
 from keras_vc.benchmark import posthoc
 from keras_vc.benchmark import registry
 from keras_vc.benchmark import report as report_lib
+from keras_vc.benchmark import report_posthoc
 from keras_vc.benchmark import statistics
 from keras_vc.benchmark import trainers
 
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.tensorflow_only("keras-vc compare trains through tf.dat
 # default) trace a bigger function. The command-line test runs the default protocol.
 TINY_PROTOCOL = trainers.Protocol(epochs=1, steps_per_execution=1)
 # Every registered method runs on both offline datasets (full models, plus open-set models on
-# digits); the low-data path runs in the worker-process test with softmax only, to keep the
-# number of tiny models (each costs about 2 s of tracing) small as methods are added.
+# digits, which the default run leaves out: `open_set=True` asks for them on every dataset); the
+# low-data path runs in the worker-process test with softmax only, to keep the number of tiny
+# models (each costs about 2 s of tracing) small as methods are added.
 TINY_PLAN = compare.Plan(robustness_samples=40, attack_epsilons=(0.05,), pgd_steps=2,
-                         low_data_fractions=(), corruption_severities=(1, 5), alphas=(0.1, 0.2))
+                         low_data_fractions=(), corruption_severities=(1, 5), alphas=(0.1, 0.2),
+                         open_set=True)
 
 
 def _standin_train(backbone, split, protocol, seed, context):
@@ -75,17 +78,28 @@ def digits_report(standin, tmp_path_factory):
     return report, out, lines
 
 
+# MNIST-1D's checks (the CNN, shuffled signals, signal corruptions, every head on a conv
+# backbone) hold on a fifth of its 5000 signals, stratified; the name keeps its settings.
+MNIST1D_FRACTION = 0.2
+
+
 @pytest.fixture(scope="module")
 def mnist1d_report(standin, tmp_path_factory):
+    from keras_vc.data import loaders
+    from keras_vc.robustness import subsets
+
     out = tmp_path_factory.mktemp("mnist1d")
+    full = loaders.load_dataset("mnist1d")
+    index = np.sort(subsets.stratified_subset_indices(full.y, MNIST1D_FRACTION, seed=0))
+    dataset = dataclasses.replace(full, x=full.x[index], y=full.y[index])
     plan = compare.Plan(robustness_samples=40, attack_epsilons=(0.02, 0.05), pgd_steps=2,
                         low_data_fractions=(), open_set=False, corruption_severities=(3,))
-    report = compare.run_compare(["mnist1d"], None, [1], TINY_PROTOCOL, str(out),
+    report = compare.run_compare([dataset], None, [1], TINY_PROTOCOL, str(out),
                                  log=lambda _: None, plan=plan)
     return report, out
 
 
-def _check_figures(figures, config):
+def _check_figures(figures, config, calibrators=plan_lib.DEFAULT_CALIBRATORS):
     flat = statistics.flatten(figures)
     for key, value in flat.items():
         assert math.isfinite(value), key
@@ -107,7 +121,7 @@ def _check_figures(figures, config):
             assert 0.0 <= sets["worst_class_coverage"] <= sets["coverage"] <= 1.0
             assert 0.0 <= sets["set_size"] <= 10.0 and not sets["qhat_infinite"]
     if config == "full":
-        assert set(figures["calibrators"]) == set(evaluation.CALIBRATORS)
+        assert set(figures["calibrators"]) == set(calibrators)
         for by_calibrator in figures["calibrators"].values():
             assert set(by_calibrator) == {"accuracy", "ece", "classwise_ece"}
             assert all(0.0 <= v <= 1.0 for v in by_calibrator.values())
@@ -230,13 +244,19 @@ def test_report_files(digits_report):
                     "### Corruptions: ECE", "### Open-set models", "### All OOD figures",
                     "### Conformal prediction sets", "| method | APS α=0.1 cov |",
                     "RAPS α=0.2 worst", "Smallest conformal sets at α = 0.2",
-                    "### Post-hoc calibrators", "| Dirichlet | histogram | isotonic | cwECE",
+                    "### Post-hoc calibrators", "| ECE | TS | vector | histogram | isotonic | cwECE",
                     "ΔAPS size α=0.1", "the validation split is cut in two stratified halves",
                     "### OOD: each method's own score vs the best post-hoc detector",
                     "### Every post-hoc detector on every model", "| method | MSP | max logit |",
                     "oracle best:", "Best post-hoc detector on the softmax baseline",
                     "Digits is too easy for calibration claims", "Stand-in two-stage head"):
         assert heading in markdown, heading
+    # The calibrator table has a column per calibrator of the plan (matrix and Dirichlet
+    # scaling are not in the default plan).
+    assert "| matrix |" not in markdown and "| Dirichlet |" not in markdown
+    every = dict(report, plan=dict(report["plan"], calibrators=list(evaluation.CALIBRATORS)))
+    assert "| TS | vector | matrix | Dirichlet | histogram | isotonic |" in (
+        report_posthoc.calibrator_table(every, "digits"))
     readme = open(os.path.join(out, "README_results.md")).read()
     assert readme.startswith("## Results") and report["machine"] in readme
     assert "keras-vc compare (test)" in readme
@@ -259,6 +279,7 @@ def test_mnist1d_uses_the_cnn_and_shuffled_signals(mnist1d_report):
     assert data["configs"] == ["full"] and set(data["ood_sets"]) == {"shuffled"}
     assert "rotation" not in data["corruptions"] and "shift" in data["corruptions"]
     assert data["protocol"]["epochs"] == 1
+    assert data["sizes"]["full"]["train"] == pytest.approx(0.6 * MNIST1D_FRACTION * 5000, abs=5)
     for run in data["runs"]:
         assert run["seed"] == 1
         _check_figures(run["figures"], "full")
@@ -333,6 +354,20 @@ def test_flatten_and_plan_validation():
     assert compare.Plan().configs(2) == ["full"]
     assert compare.Plan(low_data_fractions=(0.1,)).configs(10) == ["full", "open_set",
                                                                     "low_data_0.1"]
+    # open_set None follows the dataset's settings; True and False override them.
+    assert compare.Plan().configs(10, dataset_open_set=False) == ["full"]
+    assert compare.Plan(open_set=True).configs(10, dataset_open_set=False) == ["full",
+                                                                               "open_set"]
+    assert compare.Plan(open_set=False).configs(10, dataset_open_set=True) == ["full"]
+    assert compare.Plan(open_set=True).configs(2) == ["full"]
+
+
+def test_the_default_run_trains_open_set_models_on_mnist1d_only():
+    settings = plan_lib.DATASET_SETTINGS
+    assert [name for name in compare.DEFAULT_DATASETS if settings[name].open_set] == ["mnist1d"]
+    assert plan_lib.OTHER_DATASET_SETTINGS.open_set
+    assert compare.Plan().calibrators == ("temperature", "vector", "histogram", "isotonic")
+    assert set(compare.Plan().calibrators) < set(evaluation.CALIBRATORS)
 
 
 def test_run_compare_rejects_bad_arguments(tmp_path):

@@ -188,7 +188,6 @@ def test_logits_that_already_carry_a_scale_refuse_a_second_one():
     assert np.isfinite(float(EntropicCrossEntropy(entropic_scale=10.0)(labels, logits)))
 
 
-@pytest.mark.tensorflow_only("the scale travels as a tensor attribute; JAX arrays take none")
 @pytest.mark.parametrize("run_eagerly", [True, False])
 def test_distance_logits_with_a_second_entropic_scale_is_refused_in_fit(run_eagerly):
     import keras_vc
@@ -200,3 +199,18 @@ def test_distance_logits_with_a_second_entropic_scale_is_refused_in_fit(run_eage
     x = np.zeros((8, 4), "float32") + 1.0
     with pytest.raises(ValueError, match="scaled twice"):
         model.fit(x, np.zeros(8, "int32"), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("layer_scale, loss_scale", [(10.0, 1.0), (1.0, 10.0)])
+def test_the_two_ways_of_applying_the_scale_once_train(layer_scale, loss_scale):
+    import keras_vc
+
+    model = keras.Sequential([keras.Input((4,)),
+                              keras_vc.layers.DistanceLogits(3, entropic_scale=layer_scale)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the pairing rule, said at construction
+        loss = EntropicCrossEntropy(entropic_scale=loss_scale)
+    model.compile("adam", loss)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    history = model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -85,7 +85,22 @@ def _image_size(text):
     return size
 
 
+def _calibrators(text):
+    from keras_vc.benchmark import evaluation
+
+    names = tuple(evaluation.CALIBRATORS)
+    if text.strip().lower() == "all":
+        return names
+    items = _csv(text)
+    unknown = [item for item in items if item not in names]
+    if unknown or len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct calibrators from {', '.join(names)} or 'all', got {text!r}")
+    return tuple(items)
+
+
 def build_parser():
+    from keras_vc.benchmark import evaluation
     from keras_vc.benchmark import plan as plan_lib
     from keras_vc.benchmark import registry
 
@@ -129,8 +144,18 @@ def build_parser():
     compare.add_argument("--alpha", type=_alpha, nargs="+", default=None, metavar="ALPHA",
                          help="miscoverage levels of the conformal prediction sets, e.g. "
                               "--alpha 0.1 0.05 (default 0.1)")
-    compare.add_argument("--no-open-set", action="store_true",
-                         help="skip the open-set models (trained on 60%% of the classes)")
+    open_set = compare.add_mutually_exclusive_group()
+    open_set.add_argument("--open-set", action="store_true",
+                          help="train the open-set models (60%% of the classes) on every "
+                               "dataset, digits included (default: on every dataset but "
+                               "digits, see keras_vc.benchmark.plan.DATASET_SETTINGS)")
+    open_set.add_argument("--no-open-set", action="store_true",
+                          help="skip the open-set models on every dataset")
+    compare.add_argument("--calibrators", type=_calibrators, default=None, metavar="NAMES",
+                         help="comma-separated post-hoc calibrators fitted on the full models, "
+                              f"from: {', '.join(evaluation.CALIBRATORS)}, or 'all' (default: "
+                              f"{','.join(plan_lib.DEFAULT_CALIBRATORS)}; matrix and Dirichlet "
+                              "scaling cost about 3 s per model)")
     compare.add_argument("--image-size", type=_image_size, default=None, metavar="H,W",
                          help="folder: images are resized to this size (default 32,32)")
     compare.add_argument("--data-dir", default=None,

@@ -37,6 +37,10 @@ def run(args, argv):
         plan = dataclasses.replace(plan, alphas=tuple(args.alpha))
     if args.no_open_set:
         plan = dataclasses.replace(plan, open_set=False)
+    if args.open_set:
+        plan = dataclasses.replace(plan, open_set=True)
+    if args.calibrators is not None:
+        plan = dataclasses.replace(plan, calibrators=args.calibrators)
     command = "keras-vc " + " ".join(shlex.quote(a) for a in argv)
     workers = args.workers or compare.default_workers()
     report = compare.run_compare(

@@ -23,7 +23,8 @@ Four kinds of models are trained per method and seed (the "configs"):
   training features (:mod:`~keras_vc.benchmark.posthoc`, configs with OOD sets), with each
   head's own score compared, paired by seed, to the best detector on the softmax baseline.
 * ``open_set``: trained on the first 60% of the classes; the held-out classes' test samples are
-  near-OOD.
+  near-OOD. By default on every dataset but digits (``DatasetSettings.open_set``; ``--open-set``
+  on every dataset, ``--no-open-set`` on none).
 * ``low_data_<f>``: trained on a stratified fraction ``f`` of the training split.
 
 The work is split into tasks (dataset, seed, config; :mod:`~keras_vc.benchmark.plan`), each
@@ -36,13 +37,19 @@ Markdown: :mod:`~keras_vc.benchmark.report`.
 
 Run time. The default run must stay under 10 minutes on 2 CPU cores; the README gives the
 measured time of the current default run, and every report states its own (``timing`` in
-``compare.json``, with CPU seconds per model at the end of ``compare.md``). The knobs, in order
-of effect: :data:`~keras_vc.benchmark.plan.DATASET_SETTINGS` (epochs per dataset; MNIST-1D
-training dominates), ``Plan.low_data_fractions`` and ``Plan.open_set`` (each config is a model per
-method and seed), ``Plan.robustness``, ``Plan.robustness_samples``, ``Plan.attack_epsilons`` and
-``Plan.pgd_steps`` (evaluation of the full models), ``Plan.calibrators`` (matrix and Dirichlet
-scaling are the dear ones: without a penalty they run to their iteration limit), and the number
-of seeds. ``--quick`` (:data:`~keras_vc.benchmark.plan.QUICK_PLAN`, one seed) checks a set-up.
+``compare.json``, with CPU seconds per model at the end of ``compare.md``). The default run is
+every method, 3 seeds, the full models of MNIST-1D and digits and the open-set models of MNIST-1D
+(72 models), with every figure listed above but two calibrators. What it leaves out, and the
+flag that adds it back: digits' open-set models (``--open-set``), matrix and Dirichlet scaling
+(``--calibrators all``), the low-data models (``--low-data 0.1,0.25``). The knobs, in order of
+effect: :data:`~keras_vc.benchmark.plan.DATASET_SETTINGS` (epochs and open-set models per
+dataset; MNIST-1D training dominates), ``Plan.low_data_fractions`` and ``Plan.open_set`` (each
+config is a model per method and seed), ``Plan.calibrators`` (matrix and Dirichlet scaling are
+the dear ones: without a penalty they run to their iteration limit, about 3 s of CPU per
+MNIST-1D model, more than the rest of its evaluation), ``Plan.robustness``,
+``Plan.robustness_samples``, ``Plan.attack_epsilons`` and ``Plan.pgd_steps`` (evaluation of the
+full models), and the number of seeds. ``--quick`` (:data:`~keras_vc.benchmark.plan.QUICK_PLAN`,
+one seed) checks a set-up.
 """
 
 import dataclasses
@@ -202,16 +209,16 @@ def run_compare(datasets=DEFAULT_DATASETS, methods=None, seeds=(0, 1, 2), protoc
         if isinstance(spec, str) and spec.startswith("folder:"):
             log(f"{dataset.name}: {dataset.description}; every image is resized to that size "
                 "(choose it with --image-size)")
-    protocols = {}
-    for name in loaded:
+    protocols, configs_per_dataset = {}, {}
+    for name, dataset in loaded.items():
         settings = DATASET_SETTINGS.get(name, OTHER_DATASET_SETTINGS)
         protocols[name] = protocol or settings.protocol(epochs)
+        configs_per_dataset[name] = plan.configs(dataset.num_classes, settings.open_set)
     tasks = [Task(name, seed, config, method_names, protocols[name], plan, seed == seeds[0])
-             for name, dataset in loaded.items()
-             for config in plan.configs(dataset.num_classes)
+             for name in loaded
+             for config in configs_per_dataset[name]
              for seed in seeds]
     workers = min(workers, len(tasks))
-    configs_per_dataset = {name: plan.configs(d.num_classes) for name, d in loaded.items()}
     log(report_lib.LOG_LEGEND)
     log(f"keras-vc compare: {len(loaded)} dataset(s) x {len(method_names)} method(s) x "
         f"{len(seeds)} seed(s); configs {configs_per_dataset}; {len(tasks) * len(method_names)} "

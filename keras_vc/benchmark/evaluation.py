@@ -22,6 +22,8 @@ CALIBRATION_KEYS = ("accuracy", "ece", "mce", "nll", "brier")
 SELECTIVE_KEYS = ("classwise_ece", "aurc", "augrc")
 TEMPERATURE_OBJECTIVE = calibration.temperature.DEFAULT_OBJECTIVE
 PREDICT_BATCH = 2048
+# Inputs per gradient computation of the attacks (see adversarial_inputs).
+ATTACK_BATCH = 1024
 
 _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
@@ -214,14 +216,24 @@ def ood_figures(scores_in, scores_out_by_set):
 
 
 def adversarial_inputs(model, x, y, epsilons, value_range, pgd_steps, seed):
-    """FGSM and PGD inputs at each relative epsilon: ``{(attack, eps_rel): x_adv}``."""
+    """FGSM and PGD inputs at each relative epsilon: ``{(attack, eps_rel): x_adv}``.
+
+    The gradients are taken on all of ``x`` at once (up to :data:`ATTACK_BATCH` inputs): the
+    attacks' compiled gradient function is traced once per input shape, and the robustness
+    subset in batches of the attacks' default 256 would have two shapes (a full batch and the
+    rest), hence two traces per model. Every input's gradient is that of its own loss whatever
+    the batch.
+    """
     width = value_range[1] - value_range[0]
+    batch_size = max(1, min(len(x), ATTACK_BATCH))
     result = {}
     for eps_rel in epsilons:
         epsilon = eps_rel * width
-        result[("fgsm", eps_rel)] = attacks.fgsm(model, x, y, epsilon, value_range=value_range)
+        result[("fgsm", eps_rel)] = attacks.fgsm(model, x, y, epsilon, value_range=value_range,
+                                                 batch_size=batch_size)
         result[("pgd", eps_rel)] = attacks.pgd(model, x, y, epsilon, steps=pgd_steps,
-                                               value_range=value_range, seed=seed)
+                                               value_range=value_range, seed=seed,
+                                               batch_size=batch_size)
     return result
 
 

@@ -65,8 +65,12 @@ def ood_histograms(report, name, plot_data, out_dir):
             ax = figure.add_subplot(rows, columns, i + 1)
             both = np.concatenate([scores_in, scores_out])
             bins = np.linspace(both.min(), both.max() + 1e-12, 31)
-            ax.hist(scores_in, bins=bins, alpha=0.6, density=True, label="in-distribution")
-            ax.hist(scores_out, bins=bins, alpha=0.6, density=True, label=set_name)
+            # One filled outline per histogram rather than a patch per bar (the same picture,
+            # drawn in a fraction of the time: these figures were most of the report step).
+            ax.hist(scores_in, bins=bins, alpha=0.6, density=True, histtype="stepfilled",
+                    label="in-distribution")
+            ax.hist(scores_out, bins=bins, alpha=0.6, density=True, histtype="stepfilled",
+                    label=set_name)
             auroc = metrics.auroc(scores_in, scores_out)
             score = next((r["figures"].get("ood_score") for r in report["datasets"][name]["runs"]
                           if r["method"] == method and "ood_score" in r["figures"]), "score")

@@ -48,7 +48,9 @@ def header_lines(report):
         "after temperature scaling. `AURC` / `AUGRC` = areas under the (generalised) "
         "risk-coverage curve with the largest probability as confidence (Geifman et al. 2019; "
         "Traub et al. 2024; lower is better; right-endpoint sums, not x1000). Calibrators: "
-        "all-classes models only (the dearest of these figures: Dirichlet scaling's fit).",
+        "all-classes models only (the dearest of these figures: Dirichlet scaling's fit), "
+        "a column per calibrator of the run (the default run leaves out matrix and Dirichlet "
+        "scaling: `--calibrators all`).",
         "",
         "Post-hoc OOD detectors (`keras_vc.detectors`), on every model with OOD sets, from the "
         "one forward pass per input set that also gives the logits: MSP, max logit, energy and "
@@ -102,16 +104,19 @@ def conformal_table(report, name, config="full", scores=("aps", "raps", "lac"), 
 
 
 def calibrator_table(report, name, config="full"):
-    """One row per method: test ECE after each calibrator, classwise ECE, AURC and AUGRC."""
+    """One row per method: test ECE after each calibrator of the run's plan, classwise ECE,
+    AURC and AUGRC."""
     data = report["datasets"][name]
-    header = (["method", "ECE"] + [title for _, title in CALIBRATOR_TITLES]
+    fitted = report.get("plan", {}).get("calibrators", [c for c, _ in CALIBRATOR_TITLES])
+    titles = [(c, title) for c, title in CALIBRATOR_TITLES if c in fitted]
+    header = (["method", "ECE"] + [title for _, title in titles]
               + ["cwECE", "cwECE (TS)", "AURC", "AUGRC"])
     rows = []
     for method in report["methods"]:
         entry = _entry(data, config, method)
         if not entry:
             continue
-        keys = ["calibration.ece"] + [f"calibrators.{c}.ece" for c, _ in CALIBRATOR_TITLES]
+        keys = ["calibration.ece"] + [f"calibrators.{c}.ece" for c, _ in titles]
         means = [entry[k]["mean"] for k in keys if k in entry]
         best = min(means) if means else None
         cells = []

@@ -8,6 +8,8 @@ from keras import ops
 from keras_vc import _validation
 from keras_vc.layers.head import ClassifierHead
 from keras_vc.losses.entropic_cross_entropy import LOGIT_SCALE_ATTRIBUTE
+from keras_vc.losses.entropic_cross_entropy import EntropicCrossEntropy
+from keras_vc.losses.entropic_cross_entropy import pairing_message
 from keras_vc.ops import distances
 
 MODES = ("dismax", "isomax_plus")
@@ -119,14 +121,29 @@ class DistanceLogits(ClassifierHead):
             isometric = scale * distance / math.sqrt(2.0)
             logits = -(isometric + ops.mean(isometric, axis=-1, keepdims=True))
         logits = self.finalize_logits(logits * self.entropic_scale, training)
-        # Tells EntropicCrossEntropy that these logits already carry the entropic scale (a
-        # second scale would square it). Best effort: tensors that refuse attributes (JAX
-        # arrays) rely on the loss's construction-time warning.
+        # Tells EntropicCrossEntropy, when it is called on these logits directly, that they
+        # already carry the entropic scale (a second scale would square it). Tensors that refuse
+        # attributes (JAX arrays) skip this; in training, ``check_compiled_loss`` refuses the
+        # pairing on every backend.
         try:
             setattr(logits, LOGIT_SCALE_ATTRIBUTE, self.entropic_scale)
         except AttributeError:
             pass
         return logits
+
+    def check_compiled_loss(self, loss):
+        """Refuses ``EntropicCrossEntropy(entropic_scale != 1)`` when this layer's own
+        ``entropic_scale`` is not 1 either: the softmax would see the scale applied twice.
+
+        Called when the training step is traced, on every backend (see
+        :class:`keras_vc.layers.ClassifierHead`).
+
+        Raises:
+            ValueError: both scales differ from 1.
+        """
+        if (isinstance(loss, EntropicCrossEntropy) and loss.entropic_scale != 1.0
+                and self.entropic_scale != 1.0):
+            raise ValueError(pairing_message(loss.entropic_scale, self.entropic_scale))
 
     @property
     def recommended_ood_score(self):

@@ -146,6 +146,7 @@ class ClassifierHead(keras.layers.Layer):
         except ValueError:
             return
         loss = getattr(model, "loss", None)
+        self.check_compiled_loss(loss)
         if _reads_probabilities(loss):
             raise ValueError(
                 f"Model {model.name!r} is compiled with loss {_describe_loss(loss)}, which reads "
@@ -154,6 +155,15 @@ class ClassifierHead(keras.layers.Layer):
                 "head's loss (keras_vc.losses.EntropicCrossEntropy() for DistanceLogits, "
                 "keras_vc.losses.VariationalClassificationLoss() for VariationalSoftmax) or "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+
+    def check_compiled_loss(self, loss):
+        """Hook for a head's own loss pairing rule, called with the compiled ``loss`` of the
+        model being trained when this head is its output layer (see ``_check_training_loss``).
+
+        Raises ``ValueError`` for a loss that cannot train this head correctly; the default
+        accepts every loss.
+        """
+        del loss
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.num_classes,)

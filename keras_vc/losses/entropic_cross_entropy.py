@@ -19,7 +19,7 @@ _SOFT_THRESHOLD = 1.0 - 1e-6
 LOGIT_SCALE_ATTRIBUTE = "_keras_vc_logit_scale"
 
 
-def _pairing_message(loss_scale, layer_scale=None):
+def pairing_message(loss_scale, layer_scale=None):
     applied = ("the logits already carry a factor of "
                f"{layer_scale:g} (the layer's `entropic_scale`)" if layer_scale is not None else
                "keras_vc.layers.DistanceLogits already multiplies its output by its own "
@@ -47,9 +47,11 @@ class EntropicCrossEntropy(keras.losses.Loss):
     ``EntropicCrossEntropy()`` is the reference training loss. The reference's split,
     ``DistanceLogits(entropic_scale=1.0)`` with ``EntropicCrossEntropy(entropic_scale=10.0)``,
     gives the same loss. Do not use 10 on both sides: a loss built with ``entropic_scale != 1``
-    warns once (``UserWarning``) with this pairing rule, and raises ``ValueError`` at the call
-    when its ``y_pred`` says it already carries a factor other than 1 (a logits layer that sets
-    the ``_keras_vc_logit_scale`` attribute on its output).
+    warns once (``UserWarning``) with this pairing rule. Training a ``DistanceLogits`` whose
+    ``entropic_scale`` is not 1 with such a loss raises ``ValueError`` when the training step is
+    traced, on every backend (the layer checks the loss it is compiled with); a direct call on
+    TensorFlow raises too when its ``y_pred`` says it already carries a factor other than 1 (a
+    logits layer that sets the ``_keras_vc_logit_scale`` attribute on its output tensor).
 
     **Targets.** Decided from the shape of ``y_true`` against the logits ``(..., K)``:
     integer class ids ``(...)`` or ``(..., 1)``, or probability rows ``(..., K)`` (one-hot, label
@@ -103,12 +105,12 @@ class EntropicCrossEntropy(keras.losses.Loss):
         if self.entropic_scale != 1.0:
             # The loss sees only tensors, so it cannot tell which layer made its logits; say the
             # rule where the choice is made (Python shows a warning once per call site).
-            warnings.warn(_pairing_message(self.entropic_scale), UserWarning, stacklevel=2)
+            warnings.warn(pairing_message(self.entropic_scale), UserWarning, stacklevel=2)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         layer_scale = getattr(y_pred, LOGIT_SCALE_ATTRIBUTE, None)
         if layer_scale is not None and float(layer_scale) != 1.0 and self.entropic_scale != 1.0:
-            raise ValueError(_pairing_message(self.entropic_scale, float(layer_scale)))
+            raise ValueError(pairing_message(self.entropic_scale, float(layer_scale)))
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
