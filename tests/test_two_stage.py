@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from backends import tensorflow_only
 from keras_vc import two_stage
 from keras_vc.layers import BottleneckHead
 from keras_vc.layers import VariationalHead
@@ -13,8 +14,6 @@ from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 3
 DIM = 6
-tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                     reason="tf.data / SavedModel: TensorFlow backend only")
 
 
 def _blobs(n, seed):
@@ -174,7 +173,7 @@ def test_stage_two_model_saves_and_loads(tst_model, data, tmp_path):
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
 
 
-@tensorflow_only
+@tensorflow_only("SavedModel export and tf.saved_model.load")
 def test_stage_two_model_exports_a_saved_model(tst_model, data, tmp_path):
     import tensorflow as tf
 
@@ -399,7 +398,7 @@ def test_bad_num_samples_in_call_raises_value_error():
     ((2, 1), "must have shape \\(batch,\\), \\(batch, 1\\) or one-hot"),  # used to slip through
     ((NUM_CLASSES + 2,), "neither class ids .* nor one-hot rows"),
 ])
-@tensorflow_only
+@tensorflow_only("labels delivered by a tf.data.Dataset")
 def test_dataset_labels_of_a_wrong_shape_raise(functional_stage1, data, label_shape, message):
     import tensorflow as tf
 
