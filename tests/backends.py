@@ -79,8 +79,11 @@ def gradients(fn, *arrays, variables=()):
         tensors = [keras.ops.convert_to_tensor(a, dtype=str(a.dtype)).detach().clone()
                    .requires_grad_(True) for a in arrays]
         value = fn(*tensors)
-        grads = torch.autograd.grad(value, tensors + [variable.value for variable in variables],
-                                    allow_unused=True)
+        leaves = tensors + [variable.value for variable in variables]
+        # A value that depends on none of them (all behind stop_gradient) has no grad_fn, which
+        # torch.autograd.grad refuses: every gradient is zero.
+        grads = (torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad
+                 else [None] * len(leaves))
         value = value.detach()
     else:
         raise ValueError(f"no gradient helper for the {BACKEND!r} backend")
