@@ -21,6 +21,12 @@ import pytest
 
 BACKEND = keras.backend.backend()
 ON_TENSORFLOW = BACKEND == "tensorflow"
+# The jit_compile of the tests' fits: XLA on TensorFlow and JAX. On PyTorch, Keras'
+# jit_compile=True is torch.compile, whose Inductor compile of each model's train / predict step
+# takes minutes on 2 CPU cores (the layer contract of a plain Dense layer: 345 s, under a second
+# eagerly), so the PyTorch run fits eagerly, as Keras' default jit_compile="auto" does there;
+# tests/test_metrics.py fits under torch.compile.
+JIT_COMPILE = BACKEND != "torch"
 
 
 def by_backend(default=None, **values):
