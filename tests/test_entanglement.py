@@ -214,7 +214,8 @@ def test_layers_of_a_nested_sequential_backbone(digits):
                                    keras.layers.Dense(10, name="logits")])
     model = EntanglementModel(classifier, ["inner"], alpha=1.0)
     x = digits.x_train[:8]
-    np.testing.assert_allclose(model(x), classifier(x), atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
+                               keras.ops.convert_to_numpy(classifier(x)), atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,match", [
