@@ -15,7 +15,14 @@ def to_numpy(value, name):
     """Converts arrays, lists and eager tensors to a NumPy array."""
     if value is None:
         raise ValueError(f"`{name}` must be an array, got None.")
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray):
+        # First: under torch.compile a NumPy array is traced, and claims PyTorch's methods.
+        return value
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        # A PyTorch tensor: a model's output carries a grad_fn (its numpy() refuses) and may
+        # live on a GPU.
+        value = value.detach().cpu()
+    if hasattr(value, "numpy"):
         value = value.numpy()
     try:
         return np.asarray(value)

@@ -11,7 +11,8 @@ asks here instead of branching on strings:
     def test_dataset_input(): ...
 
 ``gradients`` differentiates a scalar function of NumPy inputs with the backend's own autodiff,
-so gradient checks against NumPy need no ``tf.GradientTape``.
+and with respect to a layer's variables, so gradient checks against NumPy need no
+``tf.GradientTape``.
 """
 
 import keras
@@ -20,6 +21,12 @@ import pytest
 
 BACKEND = keras.backend.backend()
 ON_TENSORFLOW = BACKEND == "tensorflow"
+# The jit_compile of the tests' fits: XLA on TensorFlow and JAX. On PyTorch, Keras'
+# jit_compile=True is torch.compile, whose Inductor compile of each model's train / predict step
+# takes minutes on 2 CPU cores (the layer contract of a plain Dense layer: 345 s, under a second
+# eagerly), so the PyTorch run fits eagerly, as Keras' default jit_compile="auto" does there;
+# tests/test_metrics.py fits under torch.compile.
+JIT_COMPILE = BACKEND != "torch"
 
 
 def by_backend(default=None, **values):
@@ -37,42 +44,60 @@ def tensorflow_only(reason):
     return pytest.mark.tensorflow_only(reason)
 
 
-def gradients(fn, *arrays):
-    """``d fn(*arrays) / d arrays`` as float NumPy arrays, with the backend's autodiff.
+def gradients(fn, *arrays, variables=()):
+    """``d fn(*arrays) / d arrays`` (and ``d / d variables``) as NumPy, with the backend's autodiff.
 
     Args:
-        fn: maps tensors (one per array) to a scalar tensor, with ``keras.ops``.
+        fn: maps tensors (one per array) to a scalar tensor, with ``keras.ops`` / Keras layers.
         *arrays: NumPy arrays, the points of differentiation.
+        variables: trainable Keras variables that ``fn`` reads (for example a layer's
+            ``trainable_variables``), differentiated at their current values: through the
+            tape on TensorFlow, as arguments of ``jax.value_and_grad`` mapped in by a
+            ``keras.StatelessScope`` on JAX, as leaves of ``torch.autograd.grad`` on PyTorch.
 
     Returns:
-        ``(value, [gradient, ...])``: ``fn``'s value and one gradient per array, as NumPy
-        (zeros where ``fn`` does not depend on the array).
+        ``(value, [gradient, ...])``: ``fn``'s value and one gradient per array, then one per
+        variable, as NumPy (zeros where ``fn`` does not depend on it).
     """
     arrays = [np.asarray(a) for a in arrays]
+    variables = list(variables)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        variables = [tf.Variable(a) for a in arrays]
+        tensors = [tf.Variable(a) for a in arrays]
         with tf.GradientTape() as tape:
-            value = fn(*variables)
-        grads = tape.gradient(value, variables)
+            tape.watch([variable.value for variable in variables])
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors + [variable.value for variable in variables])
     elif BACKEND == "jax":
         import jax
 
-        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(arrays))))(*arrays)
+        def stateless(tensors, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*tensors)
+
+        value, (array_grads, variable_grads) = jax.value_and_grad(stateless, argnums=(0, 1))(
+            arrays, [variable.value for variable in variables])
+        grads = list(array_grads) + list(variable_grads)
     elif BACKEND == "torch":
         import torch
 
-        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        tensors = [keras.ops.convert_to_tensor(a, dtype=str(a.dtype)).detach().clone()
+                   .requires_grad_(True) for a in arrays]
         value = fn(*tensors)
-        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        leaves = tensors + [variable.value for variable in variables]
+        # A value that depends on none of them (all behind stop_gradient) has no grad_fn, which
+        # torch.autograd.grad refuses: every gradient is zero.
+        grads = (torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad
+                 else [None] * len(leaves))
         value = value.detach()
     else:
         raise ValueError(f"no gradient helper for the {BACKEND!r} backend")
-    # TensorFlow says None where the function does not depend on an input: a zero gradient.
+    # TensorFlow and PyTorch say None where the function does not depend on an input.
+    points = arrays + [np.zeros(variable.shape, variable.dtype) for variable in variables]
     return (keras.ops.convert_to_numpy(value),
-            [np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
-             for a, g in zip(arrays, grads)])
+            [np.zeros_like(p) if g is None else keras.ops.convert_to_numpy(g)
+             for p, g in zip(points, grads)])
 
 
 def tensorflow_feature(call, *args, **kwargs):

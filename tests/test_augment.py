@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+from backends import tensorflow_only
 from keras_vc.augment import fractional_probability_mix
 
 TENSORFLOW = keras.backend.backend() == "tensorflow"
-tensorflow_only = pytest.mark.skipif(
-    not TENSORFLOW, reason="tf.data and TensorFlow stateless seeds: TensorFlow backend only")
 
 
 def _np(tensor):
@@ -83,7 +82,7 @@ def test_seed_makes_it_deterministic():
     assert len({tuple(p) for p in unseeded}) > 1
 
 
-@tensorflow_only
+@tensorflow_only("compares with tf.random.stateless_uniform")
 def test_integer_seed_is_the_tensorflow_stateless_seed_s_0():
     import tensorflow as tf
 
@@ -101,7 +100,7 @@ def test_keeps_the_image_dtype():
     assert keras.backend.standardize_dtype(mixed.dtype) == "uint8"
 
 
-@tensorflow_only
+@tensorflow_only("inside a tf.data pipeline")
 def test_inside_tf_data_map_after_batch():
     import tensorflow as tf
 
@@ -129,7 +128,7 @@ def test_inside_tf_data_map_after_batch():
     assert len(orders) > 1, "each batch should get its own permutation"
 
 
-@tensorflow_only
+@tensorflow_only("inside a tf.data pipeline")
 def test_out_of_range_labels_fail_inside_tf_data():
     import tensorflow as tf
 
@@ -140,7 +139,7 @@ def test_out_of_range_labels_fail_inside_tf_data():
         list(dataset)
 
 
-@tensorflow_only
+@tensorflow_only("inside a tf.data pipeline")
 def test_unknown_batch_size_in_tf_data():
     import tensorflow as tf
 

@@ -1,6 +1,7 @@
 """Backend plumbing: keras_vc leaves the choice of backend to the user, and a TensorFlow-only
 feature fails with one clear error on the other backends."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,16 +29,26 @@ print(json.dumps({"before": before, "after": os.environ.get("KERAS_BACKEND"),
 """
 
 
+def _installed_backend_other_than_tensorflow():
+    """JAX, else PyTorch: whichever of the two is installed (the torch extra alone has no JAX)."""
+    for backend, module in (("jax", "jax"), ("torch", "torch")):
+        if importlib.util.find_spec(module) is not None:
+            return backend
+    pytest.skip("neither JAX nor PyTorch is installed: keras.json cannot name another backend")
+
+
 def test_import_keeps_the_backend_of_keras_json(tmp_path):
-    # A user whose ~/.keras/keras.json says jax and who imports keras_vc before keras.
-    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    # A user whose ~/.keras/keras.json names a backend other than Keras' default (TensorFlow)
+    # and who imports keras_vc before keras.
+    backend = _installed_backend_other_than_tensorflow()
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": backend}))
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     env["KERAS_HOME"] = str(tmp_path)
     completed = subprocess.run([sys.executable, "-c", _REPORT_BACKEND], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert report == {"before": None, "after": None, "keras": "jax"}
+    assert report == {"before": None, "after": None, "keras": backend}
 
 
 def test_by_backend_picks_the_running_backend():

@@ -6,15 +6,16 @@ import keras
 import numpy as np
 import pytest
 
+from backends import tensorflow_only
 from keras_vc import two_stage
 from keras_vc.layers import BottleneckHead
 from keras_vc.layers import VariationalHead
 from model_fixtures import subclassed_classifier
 
 NUM_CLASSES = 3
+# Not np.asarray: a PyTorch output that depends on trainable weights carries a grad_fn.
+_np = keras.ops.convert_to_numpy
 DIM = 6
-tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                     reason="tf.data / SavedModel: TensorFlow backend only")
 
 
 def _blobs(n, seed):
@@ -95,7 +96,7 @@ def tst_model(functional_stage1, data):
 
 
 def _nll(logits, labels):
-    logits = np.asarray(logits, np.float64)
+    logits = _np(logits).astype(np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), labels].mean())
@@ -123,9 +124,9 @@ def test_frozen_batchnorm_runs_in_inference_mode(functional_stage1, data):
     (x, _), _ = data
     body = two_stage.frozen_feature_extractor(functional_stage1, "bn")
     view = keras.Model(functional_stage1.input, functional_stage1.get_layer("bn").output)
-    moving = view(x, training=False)
-    batch_statistics = view(x, training=True)
-    np.testing.assert_allclose(body(x, training=True), moving, atol=1e-6)
+    moving = _np(view(x, training=False))
+    batch_statistics = _np(view(x, training=True))
+    np.testing.assert_allclose(_np(body(x, training=True)), moving, atol=1e-6)
     assert not np.allclose(batch_statistics, moving, atol=1e-3), "the check cannot tell modes apart"
 
 
@@ -174,7 +175,7 @@ def test_stage_two_model_saves_and_loads(tst_model, data, tmp_path):
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
 
 
-@tensorflow_only
+@tensorflow_only("SavedModel export and tf.saved_model.load")
 def test_stage_two_model_exports_a_saved_model(tst_model, data, tmp_path):
     import tensorflow as tf
 
@@ -230,7 +231,7 @@ def test_vtst_loss_is_cross_entropy_plus_kl_averaged_over_dimensions():
     assert len(model.losses) == 1
     np.testing.assert_allclose(float(model.losses[0]), _kl_numpy(mean, log_variance), rtol=1e-5)
     loss = model.compute_loss(x, y, logits, training=True)
-    np.testing.assert_allclose(float(loss), _nll(logits, y) + _kl_numpy(mean, log_variance),
+    np.testing.assert_allclose(float(_np(loss)), _nll(logits, y) + _kl_numpy(mean, log_variance),
                                rtol=1e-5)
     # Whole loss from the weights alone: with a variance of e^-40 the training draw is the mean.
     bias = head.encoder.log_variance_network[1].bias
@@ -255,7 +256,7 @@ def test_vtst_kl_weight_scales_the_kl_term(kl_weight):
                                rtol=1e-5, atol=1e-7)
     loss = model.compute_loss(x, y, logits, training=True)
     np.testing.assert_allclose(
-        float(loss), _nll(logits, y) + kl_weight * _kl_numpy(mean, log_variance), rtol=1e-5)
+        float(_np(loss)), _nll(logits, y) + kl_weight * _kl_numpy(mean, log_variance), rtol=1e-5)
     restored = VariationalHead.from_config(head.get_config())
     assert restored.kl_weight == kl_weight
 
@@ -277,7 +278,7 @@ def test_vtst_training_draws_follow_the_posterior():
     head.decoder.kernel.assign(np.eye(latent_dim, num_classes, dtype="float32"))
     head.decoder.bias.assign(np.zeros(num_classes, "float32"))
     x = np.tile(np.random.default_rng(1).normal(size=(1, 5)).astype("float32"), (4000, 1))
-    draws = np.asarray(model(x, training=True))[:, :latent_dim]
+    draws = _np(model(x, training=True))[:, :latent_dim]
     mean, log_variance = _encoder_numpy(head, x[:1].astype(np.float64))
     std = np.exp(0.5 * log_variance[0])
     np.testing.assert_allclose(draws.mean(axis=0), mean[0], atol=4 * std.max() / np.sqrt(4000))
@@ -289,24 +290,24 @@ def test_vtst_inference_averages_probabilities_over_fixed_draws():
     x = rng.normal(size=(8, 5)).astype("float32")
     head = VariationalHead(num_classes=4, latent_dim=3, num_samples=6, seed=0)
     model = _head_model(head)
-    outputs = np.asarray(model(x, training=False))
+    outputs = _np(model(x, training=False))
     mean, log_variance = _encoder_numpy(head, x.astype(np.float64))
     noise = np.array(head.inference_noise, np.float64)
     z = mean[None] + np.exp(0.5 * log_variance)[None] * noise[:, None, :]
     probs = _softmax(_dense_numpy(head.decoder, z)).mean(axis=0)
     np.testing.assert_allclose(outputs, np.log(probs), atol=1e-5)
     # Each example's prediction does not depend on the rest of the batch.
-    np.testing.assert_allclose(np.asarray(model(x[:3], training=False)), outputs[:3], atol=1e-6)
+    np.testing.assert_allclose(_np(model(x[:3], training=False)), outputs[:3], atol=1e-6)
     # A fresh Monte-Carlo estimate on request: stochastic, still log-probabilities.
     features = keras.ops.convert_to_tensor(x)
-    first, second = head(features, num_samples=50), head(features, num_samples=50)
+    first, second = _np(head(features, num_samples=50)), _np(head(features, num_samples=50))
     np.testing.assert_allclose(np.exp(first).sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(first, second)
     # One sample: the posterior mean.
     single = VariationalHead(num_classes=4, latent_dim=3, num_samples=1, seed=0)
     single_model = _head_model(single)
     mean, _ = _encoder_numpy(single, x.astype(np.float64))
-    np.testing.assert_allclose(np.asarray(single_model(x, training=False)),
+    np.testing.assert_allclose(_np(single_model(x, training=False)),
                                _dense_numpy(single.decoder, mean), atol=1e-5)
 
 
@@ -314,9 +315,9 @@ def test_temperature_divides_the_outputs():
     x = np.random.default_rng(3).normal(size=(4, 5)).astype("float32")
     for head in (BottleneckHead(3, 2), VariationalHead(3, 2, seed=0)):
         model = _head_model(head)
-        before = np.asarray(model(x, training=False))
+        before = _np(model(x, training=False))
         head.temperature.assign(2.0)
-        np.testing.assert_allclose(np.asarray(model(x, training=False)), before / 2.0, rtol=1e-6)
+        np.testing.assert_allclose(_np(model(x, training=False)), before / 2.0, rtol=1e-6)
 
 
 def test_bottleneck_head_matches_numpy():
@@ -326,7 +327,7 @@ def test_bottleneck_head_matches_numpy():
     assert head.hidden.units == 6
     expected = _dense_numpy(head.classifier, _dense_numpy(
         head.latent, _dense_numpy(head.hidden, x, relu=True)))
-    np.testing.assert_allclose(np.asarray(model(x.astype("float32"))), expected, atol=1e-5)
+    np.testing.assert_allclose(_np(model(x.astype("float32"))), expected, atol=1e-5)
 
 
 def _conv_model():
@@ -399,7 +400,7 @@ def test_bad_num_samples_in_call_raises_value_error():
     ((2, 1), "must have shape \\(batch,\\), \\(batch, 1\\) or one-hot"),  # used to slip through
     ((NUM_CLASSES + 2,), "neither class ids .* nor one-hot rows"),
 ])
-@tensorflow_only
+@tensorflow_only("labels delivered by a tf.data.Dataset")
 def test_dataset_labels_of_a_wrong_shape_raise(functional_stage1, data, label_shape, message):
     import tensorflow as tf
 

@@ -57,7 +57,9 @@ class _InvalidInputCounter(keras.metrics.Metric):
     compiled step (the per-step logs) and raises ``ValueError`` when it is called eagerly, as
     Keras does at the end of every epoch of ``fit`` and at the end of ``evaluate`` on every
     backend: the run stops with the reason instead of reporting a number computed on part of
-    the data.
+    the data. PyTorch's ``torch.compile`` (Keras' ``jit_compile=True`` there) does not trace
+    the check of the concrete values in ``update_state``: it falls back to Python there, and
+    the ``ValueError`` comes at the first bad batch, as in an eager step.
     """
 
     def _add_counters(self):
@@ -99,9 +101,10 @@ class ExpectedCalibrationError(_InvalidInputCounter):
 
     Bad input: labels outside ``[0, K)`` (or neither class ids nor one-hot rows of width ``K``)
     and NaN / infinite predictions raise ``ValueError`` in ``update_state`` when it runs
-    eagerly. Inside a compiled ``fit`` / ``evaluate`` those rows are left out and counted;
-    the metric then reads NaN in the per-step logs and raises ``ValueError`` when Keras reads
-    it eagerly at the end of the epoch (any backend). A label shape that is none of ``(b,)``,
+    eagerly. Inside a compiled ``fit`` / ``evaluate`` (TensorFlow, JAX) those rows are left
+    out and counted; the metric then reads NaN in the per-step logs and raises ``ValueError``
+    when Keras reads it eagerly at the end of the epoch. PyTorch's ``torch.compile`` runs the
+    eager check, which raises at the first bad batch. A label shape that is none of ``(b,)``,
     ``(b, 1)``, ``(b, K)`` raises when the step is traced.
 
     Example:

@@ -158,6 +158,9 @@ def prototype_distances(features, prototypes):
 
     Returns:
         (..., K) distances in [0, 2], in the dtype of ``features`` (float32 for other dtypes).
+        Float64 has float64 precision on TensorFlow only: Keras' PyTorch ``matmul`` and
+        ``maximum`` compute 64-bit operands in 32 bits, and JAX without ``jax_enable_x64``
+        converts them to float32.
 
     Raises:
         ValueError: ``features`` is a scalar, ``prototypes`` is not 2-D, or their numbers of
