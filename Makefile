@@ -72,7 +72,7 @@ test-jax: $(STAMP)
 
 # Not part of `make test` (PyTorch adds ~0.9 GB to the environment); see the README.
 test-torch: $(TORCH_STAMP)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not slow" $(CORE_TESTS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(XDIST) --durations=10 -m "not slow" $(CORE_TESTS)
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
